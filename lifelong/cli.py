@@ -1,0 +1,91 @@
+"""Command line: `python -m lifelong run ...` runs one experiment; `python -m lifelong list` shows registries.
+
+Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import LifelongError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(float(x)) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lifelong", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one editing experiment and write summary.json / per_edit.csv")
+    run.add_argument("--model", required=True, help="a name under `models:` in params.yaml")
+    run.add_argument("--dataset", required=True, help="a name under `datasets:` in params.yaml")
+    run.add_argument("--editor", required=True, help="ft, ultraedit, wise, ...")
+    run.add_argument("--n-edits", type=int, required=True, help="edits per block (T)")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--blocks", type=int, default=1, help="independent blocks of n-edits, rolled back in between")
+    run.add_argument("--eval-at", type=_int_list, default=(), help="extra evaluation checkpoints, e.g. 1000,10000")
+    run.add_argument("--checkpoint-every", type=int, default=0, help="write a resumable checkpoint every K turns")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override an editor hyperparameter (YAML value), repeatable")
+    run.add_argument("--params", type=Path, default=None, help="params file (default: the repo's params.yaml)")
+    run.add_argument("--device", default="auto")
+    run.add_argument("--eval-batch-size", type=int, default=256)
+    run.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("list", help="list registered models, datasets and editors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "list":
+            return _list()
+    except LifelongError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _run(args) -> int:
+    from .config import parse_overrides
+    from .paths import PARAMS
+    from .runner import RunSpec, run
+
+    spec = RunSpec(model=args.model, dataset=args.dataset, editor=args.editor, n_edits=args.n_edits,
+                   out_dir=args.out, overrides=parse_overrides(args.overrides), n_blocks=args.blocks,
+                   eval_at=args.eval_at, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                   seed=args.seed, params_path=args.params or PARAMS, eval_batch_size=args.eval_batch_size,
+                   device=args.device, progress=not args.no_progress)
+    summary = run(spec)
+    keys = ("pre_reliability", "reliability", "pre_generalization", "generalization", "pre_locality", "locality",
+            "edit_seconds", "eval_seconds")
+    print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys))
+    print(f"wrote {args.out}/summary.json")
+    return 0
+
+
+def _list() -> int:
+    from .config import load_params
+    from .datasets import LOADERS
+    from .editors import EDITORS
+
+    params = load_params()
+    print("editors: ", ", ".join(sorted(EDITORS)))
+    print("loaders: ", ", ".join(sorted(LOADERS)))
+    print("datasets:", ", ".join(sorted(params.get("datasets") or {})))
+    print("models:  ", ", ".join(sorted(params.get("models") or {})))
+    return 0

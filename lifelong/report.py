@@ -1,0 +1,152 @@
+"""Aggregate runs into one tidy table and the seaborn figures in reports/.
+
+The list of expected runs comes from params.yaml's grid, never from a glob, so results left on disk
+by an older, larger grid are not silently mixed in (a DVC gotcha). A missing run is an error.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from . import io
+from .errors import LifelongError
+
+METRICS = ("reliability", "generalization", "locality")
+
+
+def run_name(model: str, dataset: str, editor: str, n_edits: int) -> str:
+    return f"{model}__{dataset}__{editor}__T{n_edits}"
+
+
+def n_blocks(n_edits: int, edits_per_point: int, available: int | None = None) -> int:
+    """How many rolled-back blocks of T edits make one grid point (about edits_per_point edits)."""
+    blocks = max(1, math.ceil(edits_per_point / n_edits))
+    if available is not None:
+        blocks = max(1, min(blocks, available // n_edits))
+    return blocks
+
+
+def expected_runs(grid: dict[str, Any]) -> Iterator[tuple[str, str, str, int]]:
+    for model in grid["models"]:
+        for dataset in grid["datasets"]:
+            for editor in grid["editors"]:
+                for n in grid["n_edits"]:
+                    yield model, dataset, editor, int(n)
+
+
+def collect(grid: dict[str, Any], runs_dir: str | Path) -> pd.DataFrame:
+    """One row per grid run with the summary's headline fields."""
+    rows, missing = [], []
+    for model, dataset, editor, n in expected_runs(grid):
+        path = Path(runs_dir) / run_name(model, dataset, editor, n) / "summary.json"
+        if not path.exists():
+            missing.append(str(path))
+            continue
+        s = io.read_json(path)
+        rows.append({k: s.get(k) for k in ("model", "family", "dataset", "editor", "n_edits", "n_blocks",
+                                           *METRICS, "locality_agreement", "pre_reliability",
+                                           "pre_generalization", "pre_locality", "seconds_per_edit",
+                                           "edit_seconds", "eval_seconds", "peak_rss_mb")})
+    if missing:
+        raise LifelongError(f"{len(missing)} grid run(s) have no summary, e.g. {missing[0]}; run `dvc repro` first")
+    return pd.DataFrame(rows)
+
+
+def tidy(results: pd.DataFrame) -> pd.DataFrame:
+    """Long format: one row per (run, metric), with the unedited model as editor 'unedited'."""
+    keep = ["model", "dataset", "editor", "n_edits"]
+    post = results.melt(id_vars=keep, value_vars=list(METRICS), var_name="metric", value_name="value")
+    pre = results.rename(columns={f"pre_{m}": m for m in METRICS}).drop_duplicates(["model", "dataset", "n_edits"])
+    pre = pre.assign(editor="unedited").melt(id_vars=keep, value_vars=list(METRICS), var_name="metric",
+                                             value_name="value")
+    return pd.concat([post, pre], ignore_index=True)
+
+
+def plot_metrics_vs_edits(results: pd.DataFrame, path: str | Path, dataset: str | None = None):
+    """Reliability / generalization / locality against T: one line per editor, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    data = tidy(results)
+    if dataset is not None:
+        data = data[data.dataset == dataset]
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=data, x="n_edits", y="value", hue="editor", style="editor", col="model",
+                       row="metric", kind="line", markers=True, dashes=False, height=2.6, aspect=1.25,
+                       facet_kws={"margin_titles": True, "sharey": True})
+    grid.set(xscale="log", ylim=(-0.03, 1.03))
+    grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    title = f"Editing the testbed: {dataset}" if dataset else "Editing results"
+    grid.figure.suptitle(title, y=1.02)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit scaling"):
+    """Metrics of all edits made so far against the number of edits (one run's evaluation checkpoints)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = curve.melt(id_vars=["n_edits"], value_vars=[m for m in METRICS if m in curve],
+                      var_name="metric", value_name="value")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(data=long, x="n_edits", y="value", hue="metric", marker="o", ax=ax)
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="edits made so far", ylabel="token accuracy", title=title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def headline(results: pd.DataFrame) -> dict[str, Any]:
+    """Small metrics file for `dvc metrics show`: mean per editor at the largest T."""
+    out: dict[str, Any] = {}
+    top = results[results.n_edits == results.n_edits.max()]
+    for editor, group in top.groupby("editor"):
+        out[editor] = {m: round(float(group[m].mean()), 4) for m in METRICS}
+        out[editor]["seconds_per_edit"] = round(float(group.seconds_per_edit.mean()), 4)
+    out["largest_T"] = int(results.n_edits.max())
+    return out
+
+
+def collect_sequential(params: dict[str, Any], directory: str | Path) -> pd.DataFrame:
+    """The WISE sequential runs (one per mode in params.yaml `wise_sequential.modes`)."""
+    section = params.get("wise_sequential") or {}
+    rows = []
+    for mode in section.get("modes") or {}:
+        path = Path(directory) / mode / "summary.json"
+        if not path.exists():
+            raise LifelongError(f"missing {path}; run `dvc repro wise_sequential` first")
+        s = io.read_json(path)
+        rows.append({"mode": mode, "model": s["model"], "n_edits": s["n_edits"],
+                     **{m: s[m] for m in (*METRICS, "locality_agreement", "seconds_per_edit")},
+                     "memories": (s.get("editor_report") or {}).get("memories")})
+    return pd.DataFrame(rows)
+
+
+def plot_sequential(frame: pd.DataFrame, path: str | Path, title: str = "WISE-Merge vs WISE-Retrieve"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = frame.melt(id_vars=["mode"], value_vars=list(METRICS), var_name="metric", value_name="value")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    sns.barplot(data=long, x="metric", y="value", hue="mode", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="token accuracy",
+           title=f"{title} (T={int(frame.n_edits.iloc[0])})" if len(frame) else title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig

@@ -1,0 +1,87 @@
+"""Smoke test: every pipeline notebook runs end to end through the papermill wrapper, with tiny parameters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+
+from lifelong.nbrun import main as nbrun
+from lifelong.paths import ROOT
+
+pytestmark = pytest.mark.notebooks
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_source_notebooks_are_clean():
+    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "edit", "scaling", "report"}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells), f"{path.name} stores outputs"
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        assert "params_path" in pm.inspect_notebook(str(path))
+
+
+@pytest.fixture(scope="module")
+def tiny_params(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    world = {"seed": 0, "edit_subjects": 6, "locality_subjects": 3, "pool_subjects": 2, "relations": 2, "templates": 2}
+    params = {
+        "world": world,
+        "tokenizer": {"vocab_size": 400},
+        "testbed": {"t-llama": {"family": "llama", "d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64}},
+        "pretrain": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "seed": 0},
+        "models": {"t-llama": {"path": str(root / "models" / "t-llama")}},
+        "datasets": {"world": {"loader": "synthetic", **world}},
+        "editors": {"ft": {"default": {"n_iter": 2}}},
+        "grid": {"models": ["t-llama"], "datasets": ["world"], "editors": ["ft"], "n_edits": [1, 2],
+                 "edits_per_point": 2, "seed": 0},
+    }
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _run(name: str, out: Path, **parameters) -> Path:
+    executed = out / f"{name}.ipynb"
+    args = [str(ROOT / "notebooks" / f"{name}.ipynb"), str(executed)]
+    for key, value in parameters.items():
+        args += ["-p", key, str(value)]
+    assert nbrun(args) == 0, f"{name}.ipynb failed; see {executed}"
+    nb = nbformat.read(executed, as_version=4)
+    nbformat.validate(nb)
+    assert "start_time" not in nb.metadata.get("papermill", {})  # normalised
+    return executed
+
+
+def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
+    root = tiny_params.parent
+    p = str(tiny_params)
+    _run("prepare", tmp_path, params_path=p, out_tokenizer=root / "tok", out_metrics=tmp_path / "metrics" / "world.json")
+    _run("pretrain", tmp_path, params_path=p, model="t-llama", tokenizer_dir=root / "tok",
+         out_model=root / "models" / "t-llama", out_metrics=tmp_path / "metrics" / "pretrain-t-llama.json")
+    assert json.loads((tmp_path / "metrics" / "pretrain-t-llama.json").read_text())["known_facts"] == 22
+    for n in (1, 2):
+        _run("edit", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft", n_edits=n,
+             edits_per_point=2, out_dir=tmp_path / "runs" / f"t-llama__world__ft__T{n}")
+    _run("scaling", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft", n_edits=4, eval_at="2",
+         checkpoint_every=1, out_dir=tmp_path / "scaling", out_curve=tmp_path / "scaling" / "curve.csv",
+         out_figure=tmp_path / "figures" / "scaling.png")
+    _run("report", tmp_path, params_path=p, runs_dir=tmp_path / "runs", metrics_dir=tmp_path / "metrics",
+         scaling_curve=tmp_path / "scaling" / "curve.csv", sequential_dir=tmp_path / "sequential",
+         out_results=tmp_path / "results.csv", out_metrics=tmp_path / "metrics.json", out_figures=tmp_path / "figures")
+    assert (tmp_path / "figures" / "metrics_vs_edits-world.png").stat().st_size > 10_000
+    assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
+    assert json.loads((tmp_path / "metrics.json").read_text())["largest_T"] == 2
+
+
+def test_user_error_in_a_notebook_is_one_line(tiny_params, tmp_path, capsys):
+    code = nbrun([str(ROOT / "notebooks" / "edit.ipynb"), str(tmp_path / "bad.ipynb"), "-p", "params_path",
+                  str(tiny_params), "-p", "dataset", "nope", "-p", "model", "t-llama", "-p", "out_dir", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown dataset 'nope'") and "Traceback" not in err

@@ -1,0 +1,48 @@
+from itertools import islice
+
+from lifelong.world import RELATIONS, World, WorldConfig
+
+
+def test_deterministic():
+    a, b = World(WorldConfig(seed=3)), World(WorldConfig(seed=3))
+    assert [a.record(i) for i in (0, 5, 10_000, 1_999_999)] == [b.record(i) for i in (0, 5, 10_000, 1_999_999)]
+    assert World(WorldConfig(seed=4)).record(0) != a.record(0)
+
+
+def test_scales_to_two_million_distinct_records():
+    world = World()
+    assert len(world) >= 2_000_000
+    # distinct (subject, relation) keys over a large window, and no edit target equals the true object
+    keys = set()
+    for r in world.records(0, 100_000):
+        keys.add((r.subject, r.extras["relation"]))
+        assert r.target != r.ground_truth
+    assert len(keys) == 100_000
+    tail = list(world.records(1_999_000, 2_000_000))
+    assert len({(r.subject, r.extras["relation"]) for r in tail}) == 1000
+
+
+def test_template_coverage_and_roles():
+    world = World()
+    cfg = world.config
+    sentences = set(world.pretraining_sentences())
+    assert len(sentences) == world.n_known_subjects * cfg.relations * cfg.templates
+    for r in world.records(0, world.n_known_edits):
+        assert r.extras["known"]
+        templates = RELATIONS[r.extras["relation"]][0]
+        assert r.prompt == templates[0].format(r.subject)
+        assert r.rephrase in {t.format(r.subject) for t in templates[1 : cfg.templates]}
+        # the true fact is taught under the prompt and the rephrase; the edit target never is
+        assert f"{r.prompt} {r.ground_truth}" in sentences and f"{r.rephrase} {r.ground_truth}" in sentences
+        assert f"{r.prompt} {r.target}" not in sentences
+        assert f"{r.locality_prompt} {r.locality_answer}" in sentences
+    assert not world.record(world.n_known_edits).extras["known"]
+
+
+def test_locality_and_pool_are_disjoint_from_edits():
+    world = World()
+    edited_subjects = {r.subject for r in world.records(0, world.n_known_edits)}
+    loc_prompts = {r.locality_prompt for r in world.records(0, world.n_known_edits)}
+    pool_prompts = {p for p, _ in world.locality_pool()}
+    assert not any(s in p for s in edited_subjects for p in islice(iter(loc_prompts | pool_prompts), 200))
+    assert not loc_prompts & pool_prompts
