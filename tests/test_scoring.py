@@ -22,7 +22,7 @@ from lifelong.tokenization import answer_ids, encode_pair
 
 @pytest.fixture(scope="module")
 def tokenizers(world):
-    return {bos: train_tokenizer(world, None, vocab_size=400, extra_names=50, add_bos=bos) for bos in (False, True)}
+    return {bos: train_tokenizer(world, None, vocab_size=2048, extra_names=50, add_bos=bos) for bos in (False, True)}
 
 
 @pytest.fixture(scope="module")

@@ -423,13 +423,13 @@ def mixed_pairs(recs):
         [(r.locality_prompt, r.locality_answer) for r in recs] + [("I", "am")]
 
 
-def test_routing_side_for_edits_main_for_unrelated(edited_llama):
+def test_routing_side_for_edits_main_for_unrelated(edited_llama, world):
     editor, model, tok, base, recs = edited_llama
     rel = score_pairs(model, tok, reliability_pairs(recs))
     assert rel.accuracy.mean() >= 0.66
     logits, _ = logits_of(model, tok, [(r.prompt, r.target) for r in recs])
     assert (editor.adapter.last_choice >= 0).all()                     # edited prompts: side memory
-    loc = locality_pairs(recs) + [("I", "am")]
+    loc = locality_pairs(recs) + world.locality_pool()[:4]          # other facts the model knows
     logits, _ = logits_of(model, tok, loc)
     assert (editor.adapter.last_choice == MAIN).all()                  # unrelated prompts: main memory
     assert torch.equal(logits, logits_of(base, tok, loc)[0])           # ... bitwise the base model
