@@ -59,7 +59,9 @@ def tidy(results: pd.DataFrame) -> pd.DataFrame:
     """Long format: one row per (run, metric), with the unedited model as editor 'unedited'."""
     keep = ["model", "dataset", "editor", "n_edits"]
     post = results.melt(id_vars=keep, value_vars=list(METRICS), var_name="metric", value_name="value")
-    pre = results.rename(columns={f"pre_{m}": m for m in METRICS}).drop_duplicates(["model", "dataset", "n_edits"])
+    # pre-edit scores do not depend on the editor: one "unedited" line per (model, dataset, T)
+    pre = (results.drop(columns=list(METRICS)).rename(columns={f"pre_{m}": m for m in METRICS})
+           .drop_duplicates(["model", "dataset", "n_edits"]))
     pre = pre.assign(editor="unedited").melt(id_vars=keep, value_vars=list(METRICS), var_name="metric",
                                              value_name="value")
     return pd.concat([post, pre], ignore_index=True)
