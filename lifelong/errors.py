@@ -19,6 +19,10 @@ class DataError(LifelongError):
     """A dataset file is missing or malformed (message names file, row and field)."""
 
 
+class MissingDataError(DataError):
+    """A dataset file is not in the data directory (the message says where it comes from)."""
+
+
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> LifelongError:
     """The standard message for an unknown registry name."""
     return LifelongError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known)) or '(none)'}")

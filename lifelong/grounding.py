@@ -104,3 +104,62 @@ def grounding_corpus(records: Iterable[EditRecord], *, edits: Iterable[EditRecor
 
 def grounding_sentences(records: Iterable[EditRecord], **kwargs) -> list[str]:
     return grounding_corpus(records, **kwargs).sentences
+
+
+# -- the grounded part of the testbed's pretraining corpus ------------------------------------------
+
+@dataclass(frozen=True)
+class GroundingConfig:
+    """params.yaml `grounding`: which real datasets the tiny models are taught the true facts of."""
+
+    datasets: tuple[str, ...] = ()
+    records: int = 100        # the first N records of each dataset: the ones the grid edits
+    repeat: int = 1           # copies of each grounding sentence per pretraining epoch
+
+    def validate(self) -> None:
+        if self.records < 1:
+            raise ValueError(f"records must be >= 1, got {self.records}")
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
+
+
+@dataclass
+class GroundedSet:
+    """One dataset's grounding: the corpus, or why it was skipped (its file is not in the data dir)."""
+
+    dataset: str
+    corpus: GroundingCorpus | None
+    records: list[EditRecord] = field(default_factory=list)   # the records whose edits the grid makes
+    missing: str | None = None
+
+    def report(self) -> dict:
+        if self.corpus is None:
+            return {"dataset": self.dataset, "status": "missing", "reason": self.missing}
+        return {"dataset": self.dataset, "status": "grounded", **self.corpus.stats}
+
+
+def grounded_sets(params: dict) -> list[GroundedSet]:
+    """Build the grounding corpus of every dataset in params.yaml `grounding.datasets`.
+
+    A dataset whose file is absent from the data directory is skipped (reported as missing), so the
+    testbed still builds on a machine without the real data; any other data problem is an error.
+    """
+    from .config import fill
+    from .datasets import load_dataset
+    from .errors import MissingDataError
+
+    cfg = fill(GroundingConfig, params.get("grounding"), "params.yaml grounding")
+    sets = []
+    for name in cfg.datasets:
+        try:
+            source = load_dataset(name, params)
+        except MissingDataError as exc:
+            sets.append(GroundedSet(name, None, missing=str(exc)))
+            continue
+        records = list(source.records(0, min(cfg.records, len(source))))
+        sets.append(GroundedSet(name, grounding_corpus(records), records))
+    return sets
+
+
+def grounded_sentences(sets: list[GroundedSet], repeat: int = 1) -> list[str]:
+    return [s for g in sets if g.corpus is not None for s in g.corpus.sentences] * repeat

@@ -26,6 +26,17 @@ DEFINITIONS = {
     "locality_agreement": "fraction of locality answer positions whose argmax equals the unedited model's (EasyEdit/WISE Loc)",
 }
 
+# definitions of the optional metrics (a dataset entry's `metrics:`; lifelong/evaluate.py EXTRA_METRICS)
+EXTRA_DEFINITIONS = {
+    "reliability_em": "greedy decoding of len(target tokens) tokens after the prompt equals the target after "
+                      "SQuAD normalisation (generation exact match, 'Mirage of Model Editing')",
+    "generalization_em": "the same generation exact match, from the first rephrase",
+    "target_ppl": "exp(mean token NLL) of the target given the prompt (WISE Hallucination Rel); the summary "
+                  "gives the unclipped mean, the mean with each edit clipped at 100 (spec B13) and the median",
+    "ood_success": "WISE Eq. 10: [mean token NLL of ood_rephrase given the edit prompt < delta], delta = -log 0.8",
+    "ood_loss": "mean token NLL of ood_rephrase given the edit prompt",
+}
+
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample teacher-forced accuracy. labels are pre-shifted; -100 positions never count."""

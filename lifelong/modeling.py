@@ -23,10 +23,11 @@ class Family:
     mlp_down: str          # the FFN value / down projection, relative to a layer
     mlp_up: tuple[str, ...]  # input-side projections, relative to a layer
     activation_attr: str   # config attribute that names the hidden activation
+    absolute_positions: bool = False  # learned position embeddings (GPT-2), not rotary: padding side matters
 
 
 FAMILIES: dict[str, Family] = {
-    "gpt2": Family("gpt2", "transformer.h", "mlp.c_proj", ("mlp.c_fc",), "activation_function"),
+    "gpt2": Family("gpt2", "transformer.h", "mlp.c_proj", ("mlp.c_fc",), "activation_function", True),
     "gptj": Family("gptj", "transformer.h", "mlp.fc_out", ("mlp.fc_in",), "activation_function"),
     "llama": Family("llama", "model.layers", "mlp.down_proj", ("mlp.gate_proj", "mlp.up_proj"), "hidden_act"),
     "mistral": Family("mistral", "model.layers", "mlp.down_proj", ("mlp.gate_proj", "mlp.up_proj"), "hidden_act"),
@@ -117,6 +118,16 @@ def activation(model: nn.Module):
 
     name = getattr(model.config, family_of(model).activation_attr)
     return ACT2FN[name]
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The longest input the model takes (position embeddings), if its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):

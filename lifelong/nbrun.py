@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                             cwd=str(ROOT), progress_bar=False, log_output=False,
                             execution_timeout=args.timeout, record_timing=False)
     except pm.PapermillExecutionError as exc:
-        user_error = exc.ename in ("LifelongError", "ConfigError", "DataError")
+        user_error = exc.ename in ("LifelongError", "ConfigError", "DataError", "MissingDataError")
         print(f"error: {exc.evalue}" if user_error else f"error in {args.input}: {exc.ename}: {exc.evalue}\n"
               f"(the executed notebook with the traceback is {args.output})", file=sys.stderr)
         return 2 if user_error else 1

@@ -5,7 +5,6 @@ by an older, larger grid are not silently mixed in (a DVC gotcha). A missing run
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,46 +12,45 @@ import pandas as pd
 
 from . import io
 from .errors import LifelongError
+from .runner import cell_name, n_blocks  # noqa: F401  (n_blocks: re-exported for notebooks)
 
 METRICS = ("reliability", "generalization", "locality")
 
 
-def run_name(model: str, dataset: str, editor: str, n_edits: int) -> str:
-    return f"{model}__{dataset}__{editor}__T{n_edits}"
-
-
-def n_blocks(n_edits: int, edits_per_point: int, available: int | None = None) -> int:
-    """How many rolled-back blocks of T edits make one grid point (about edits_per_point edits)."""
-    blocks = max(1, math.ceil(edits_per_point / n_edits))
-    if available is not None:
-        blocks = max(1, min(blocks, available // n_edits))
-    return blocks
-
-
-def expected_runs(grid: dict[str, Any]) -> Iterator[tuple[str, str, str, int]]:
+def expected_cells(grid: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     for model in grid["models"]:
         for dataset in grid["datasets"]:
             for editor in grid["editors"]:
-                for n in grid["n_edits"]:
-                    yield model, dataset, editor, int(n)
+                yield model, dataset, editor
 
 
-def collect(grid: dict[str, Any], runs_dir: str | Path) -> pd.DataFrame:
-    """One row per grid run with the summary's headline fields."""
-    rows, missing = [], []
-    for model, dataset, editor, n in expected_runs(grid):
-        path = Path(runs_dir) / run_name(model, dataset, editor, n) / "summary.json"
-        if not path.exists():
-            missing.append(str(path))
+SUMMARY_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *METRICS, "locality_agreement",
+                  "pre_reliability", "pre_generalization", "pre_locality", "reliability_em", "generalization_em",
+                  "pre_reliability_em", "pre_generalization_em", "target_ppl", "target_ppl_clip100",
+                  "target_ppl_median", "pre_target_ppl", "pre_target_ppl_clip100", "pre_target_ppl_median",
+                  "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
+
+
+def collect(grid: dict[str, Any], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, skipped): one row per grid run with the summary's headline fields, and one row per
+    cell skipped because its dataset file was not in the data directory. A missing run is an error."""
+    rows, skipped, missing = [], [], []
+    for model, dataset, editor in expected_cells(grid):
+        cell = Path(runs_dir) / cell_name(model, dataset, editor)
+        if (cell / "skipped.json").exists():
+            skipped.append(io.read_json(cell / "skipped.json"))
             continue
-        s = io.read_json(path)
-        rows.append({k: s.get(k) for k in ("model", "family", "dataset", "editor", "n_edits", "n_blocks",
-                                           *METRICS, "locality_agreement", "pre_reliability",
-                                           "pre_generalization", "pre_locality", "seconds_per_edit",
-                                           "edit_seconds", "eval_seconds", "peak_rss_mb")})
+        for n in grid["n_edits"]:
+            path = cell / f"T{int(n)}" / "summary.json"
+            if not path.exists():
+                missing.append(str(path))
+                continue
+            s = io.read_json(path)
+            rows.append({k: s.get(k) for k in SUMMARY_FIELDS})
     if missing:
         raise LifelongError(f"{len(missing)} grid run(s) have no summary, e.g. {missing[0]}; run `dvc repro` first")
-    return pd.DataFrame(rows)
+    results = pd.DataFrame(rows, columns=list(SUMMARY_FIELDS)).dropna(axis=1, how="all")
+    return results, pd.DataFrame(skipped, columns=["model", "dataset", "editor", "reason"])
 
 
 def tidy(results: pd.DataFrame) -> pd.DataFrame:
@@ -91,6 +89,59 @@ def plot_metrics_vs_edits(results: pd.DataFrame, path: str | Path, dataset: str 
     return grid
 
 
+def pre_edit_table(results: pd.DataFrame) -> pd.DataFrame:
+    """What each unedited model knows of each dataset: pre-edit scores of the edited records, one
+    row per (dataset, model). Pre-edit scores do not depend on the editor; the largest T's records
+    are a superset of the others', so its rows are used."""
+    cols = [c for c in ("pre_reliability", "pre_generalization", "pre_locality", "pre_reliability_em",
+                        "pre_target_ppl_clip100") if c in results]
+    top = results[results.n_edits == results.groupby(["model", "dataset"]).n_edits.transform("max")]
+    return top.groupby(["dataset", "model"])[cols].mean()
+
+
+def plot_datasets(results: pd.DataFrame, path: str | Path):
+    """One panel per (metric, dataset): each editor's score against T, mean and range over the models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    data = tidy(results)
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=data, x="n_edits", y="value", hue="editor", style="editor", col="dataset",
+                       row="metric", kind="line", markers=True, dashes=False, errorbar=("pi", 100), height=2.6,
+                       aspect=1.25, facet_kws={"margin_titles": True, "sharey": True})
+    grid.set(xscale="log", ylim=(-0.03, 1.03))
+    grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.figure.suptitle("Editing results per dataset (mean over the testbed models; band: min to max)", y=1.02)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def plot_perplexity(results: pd.DataFrame, path: str | Path, dataset: str = "hallucination"):
+    """WISE Hallucination: target perplexity (each edit clipped at 100, spec B13) against T."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    data = results[results.dataset == dataset]
+    post = data[["model", "editor", "n_edits", "target_ppl_clip100"]].rename(columns={"target_ppl_clip100": "ppl"})
+    pre = (data.drop_duplicates(["model", "n_edits"])[["model", "n_edits", "pre_target_ppl_clip100"]]
+           .rename(columns={"pre_target_ppl_clip100": "ppl"}).assign(editor="unedited"))
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=pd.concat([post, pre]), x="n_edits", y="ppl", hue="editor", style="editor", col="model",
+                       kind="line", markers=True, dashes=False, height=2.8, aspect=1.2)
+    grid.set(xscale="log", ylim=(0.9, 105))
+    grid.set_axis_labels("edits before evaluation (T)", "target perplexity (clip 100; lower is better)")
+    grid.figure.suptitle(f"{dataset}: perplexity of the new text", y=1.03)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
 def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit scaling"):
     """Metrics of all edits made so far against the number of edits (one run's evaluation checkpoints)."""
     import matplotlib
@@ -111,12 +162,15 @@ def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit 
 
 
 def headline(results: pd.DataFrame) -> dict[str, Any]:
-    """Small metrics file for `dvc metrics show`: mean per editor at the largest T."""
+    """Small metrics file for `dvc metrics show`: per dataset and editor, the mean over models at the largest T."""
     out: dict[str, Any] = {}
     top = results[results.n_edits == results.n_edits.max()]
-    for editor, group in top.groupby("editor"):
-        out[editor] = {m: round(float(group[m].mean()), 4) for m in METRICS}
-        out[editor]["seconds_per_edit"] = round(float(group.seconds_per_edit.mean()), 4)
+    for (dataset, editor), group in top.groupby(["dataset", "editor"]):
+        entry = {m: round(float(group[m].mean()), 4) for m in METRICS if group[m].notna().any()}
+        if "target_ppl_clip100" in group and group.target_ppl_clip100.notna().any():
+            entry["target_ppl_clip100"] = round(float(group.target_ppl_clip100.mean()), 3)
+        entry["seconds_per_edit"] = round(float(group.seconds_per_edit.mean()), 4)
+        out.setdefault(dataset, {})[editor] = entry
     out["largest_T"] = int(results.n_edits.max())
     return out
 
@@ -126,7 +180,7 @@ def collect_sequential(params: dict[str, Any], directory: str | Path) -> pd.Data
     section = params.get("wise_sequential") or {}
     rows = []
     for mode in section.get("modes") or {}:
-        path = Path(directory) / mode / "summary.json"
+        path = Path(directory) / mode / f"T{int(section['n_edits'])}" / "summary.json"
         if not path.exists():
             raise LifelongError(f"missing {path}; run `dvc repro wise_sequential` first")
         s = io.read_json(path)

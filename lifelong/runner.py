@@ -34,13 +34,13 @@ from tqdm.auto import tqdm
 
 from . import io
 from .config import load_params
-from .datasets import load_dataset, locality_pool
+from .datasets import dataset_metrics, load_dataset, locality_pool
 from .editors import EditContext, build_hparams, editor_class
 from .editors.base import fingerprint
-from .errors import ConfigError, LifelongError
-from .evaluate import Predictions, Scores, score_stream
-from .metrics import DEFINITIONS
-from .modeling import family_of, load_model
+from .errors import ConfigError, LifelongError, MissingDataError
+from .evaluate import Predictions, Scores, chunked, score_stream
+from .metrics import DEFINITIONS, EXTRA_DEFINITIONS
+from .modeling import context_length, family_of, load_model
 from .paths import PARAMS, resolve
 
 
@@ -92,6 +92,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
     if spec.n_edits < 1 or spec.n_blocks < 1:
         raise LifelongError(f"--n-edits and --blocks must be >= 1 (got {spec.n_edits}, {spec.n_blocks})")
     source = load_dataset(spec.dataset, params)
+    extras = dataset_metrics(spec.dataset, params)
     needed = spec.n_edits * spec.n_blocks
     if needed > len(source):
         raise LifelongError(f"dataset {spec.dataset!r} holds {len(source)} edits; the run needs "
@@ -112,16 +113,20 @@ def run(spec: RunSpec) -> dict[str, Any]:
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = _RunState()
+    state = _RunState(extras=extras, max_length=context_length(model))
     ckpt_path = out / "checkpoint.pt"
     if spec.resume and ckpt_path.exists():
         state = _resume(ckpt_path, spec, hparams, editor)
+        state.extras, state.max_length = extras, context_length(model)
     elif spec.resume:
         print(f"note: no checkpoint at {ckpt_path}; starting from the beginning")
 
+    if state.pre is None and state.max_length:  # before any edit: every edit must fit the model
+        _check_context(source.records(0, needed), tokenizer, state.max_length, spec)
     if state.pre is None:  # pre-edit scores of every record the run will edit
         t0 = time.perf_counter()
-        state.pre = score_stream(model, tokenizer, source.records(0, needed), batch_size=spec.eval_batch_size)
+        state.pre = score_stream(model, tokenizer, source.records(0, needed), batch_size=spec.eval_batch_size,
+                                 extras=state.extras, max_length=state.max_length)
         state.eval_seconds += time.perf_counter() - t0
 
     turn_size = hparams.turn_size
@@ -172,6 +177,52 @@ def run(spec: RunSpec) -> dict[str, Any]:
     return summary
 
 
+# -- one grid cell: a (model, dataset, editor) at every T --------------------------------------------
+
+def n_blocks(n_edits: int, edits_per_point: int, available: int | None = None) -> int:
+    """How many rolled-back blocks of T edits make one grid point (about edits_per_point edits)."""
+    blocks = max(1, math.ceil(edits_per_point / n_edits))
+    if available is not None:
+        blocks = max(1, min(blocks, available // n_edits))
+    return blocks
+
+
+def cell_name(model: str, dataset: str, editor: str) -> str:
+    return f"{model}__{dataset}__{editor}"
+
+
+def run_cell(*, model: str, dataset: str, editor: str, n_edits: list[int] | tuple[int, ...], edits_per_point: int,
+             out_dir: str | Path, seed: int = 0, overrides: dict[str, Any] | None = None,
+             params_path: str | Path = PARAMS, skip_missing_data: bool = True, progress: bool = False) -> pd.DataFrame:
+    """Run one editor on one model and dataset at every T in `n_edits`, each into `out_dir/T{n}/`.
+
+    With skip_missing_data, a dataset whose file is not in the data directory is not an error: the cell
+    writes `out_dir/skipped.json` with the reason, and the report lists it as skipped. (The CLI, which
+    runs one explicit experiment, always fails with the message instead.)
+    Returns one row per T with the summary's headline numbers.
+    """
+    out = Path(out_dir)
+    params = load_params(params_path)
+    try:
+        available = len(load_dataset(dataset, params))
+    except MissingDataError as exc:
+        if not skip_missing_data:
+            raise
+        io.write_json(out / "skipped.json", {"model": model, "dataset": dataset, "editor": editor,
+                                             "reason": str(exc)})
+        print(f"skipped: {exc}")
+        return pd.DataFrame()
+    rows = []
+    for n in n_edits:
+        spec = RunSpec(model=model, dataset=dataset, editor=editor, n_edits=int(n), seed=seed,
+                       n_blocks=n_blocks(int(n), edits_per_point, available), overrides=dict(overrides or {}),
+                       out_dir=out / f"T{n}", params_path=Path(params_path), progress=progress)
+        summary = run(spec)
+        rows.append({k: summary.get(k) for k in ("n_edits", "n_blocks", "reliability", "generalization", "locality",
+                                                 "locality_agreement", "pre_reliability", "seconds_per_edit")})
+    return pd.DataFrame(rows)
+
+
 # -- internals ------------------------------------------------------------------------------------
 
 @dataclass
@@ -181,6 +232,8 @@ class _RunState:
     edit_seconds: float = 0.0
     eval_seconds: float = 0.0
     pre: Scores | None = None
+    extras: tuple[str, ...] = ()        # the dataset's optional metrics (evaluate.EXTRA_METRICS)
+    max_length: int | None = None       # the model's context; longer inputs are cut from the left
     rows: list[pd.DataFrame] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
 
@@ -190,7 +243,7 @@ def _evaluate(spec: RunSpec, model, tokenizer, source, first: int, count: int, s
     t0 = time.perf_counter()
     reference = Predictions.from_list(state.pre.locality_predictions.slice(first, first + count))
     scores = score_stream(model, tokenizer, source.records(first, first + count), batch_size=spec.eval_batch_size,
-                          reference=reference)
+                          reference=reference, extras=state.extras, max_length=state.max_length)
     state.eval_seconds += time.perf_counter() - t0
     return scores
 
@@ -204,27 +257,53 @@ def _rows(spec: RunSpec, source, first: int, block: int, scores: Scores, pre: Sc
         "locality": scores.locality, "locality_agreement": scores.locality_agreement,
         "pre_reliability": pre.reliability[sl], "pre_generalization": pre.generalization[sl],
         "pre_locality": pre.locality[sl],
+        **scores.extra, **{f"pre_{k}": v[sl] for k, v in pre.extra.items()},
     })
 
 
 def _summary(spec: RunSpec, family: str, hparams, editor, per_edit: pd.DataFrame, state: _RunState) -> dict[str, Any]:
     mean = lambda col: float(per_edit[col].mean()) if per_edit[col].notna().any() else None
+    extra_columns = [c for c in per_edit.columns if c in EXTRA_DEFINITIONS]
+    extra = {f"{p}{c}": mean(f"{p}{c}") for c in extra_columns for p in ("", "pre_")}
+    for p in ("", "pre_") if "target_ppl" in per_edit else ():
+        ppl = per_edit[f"{p}target_ppl"].dropna()
+        extra |= {f"{p}target_ppl_clip100": float(ppl.clip(upper=100.0).mean()),
+                  f"{p}target_ppl_median": float(ppl.median())}
     return {
         "model": spec.model, "family": family, "dataset": spec.dataset, "editor": spec.editor,
         "n_edits": spec.n_edits, "n_blocks": spec.n_blocks, "seed": spec.seed,
         "reliability": mean("reliability"), "generalization": mean("generalization"),
         "locality": mean("locality"), "locality_agreement": mean("locality_agreement"),
         "pre_reliability": mean("pre_reliability"), "pre_generalization": mean("pre_generalization"),
-        "pre_locality": mean("pre_locality"),
+        "pre_locality": mean("pre_locality"), **extra,
         "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "hparams": dataclasses.asdict(hparams),
         "editor_report": getattr(editor, "report", {}) or {},
-        "metric_definitions": DEFINITIONS,
+        "metric_definitions": DEFINITIONS | {c: EXTRA_DEFINITIONS[c] for c in extra_columns},
         "protocol": f"{spec.n_blocks} block(s) of {spec.n_edits} edits; each block starts from the unedited "
                     "model and is evaluated after its last edit",
     }
+
+
+def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> None:
+    """Editors train on prompt + target in full, so an edit longer than the model's context is refused
+    up front, naming the records. (Evaluation instead cuts long inputs from the left, keeping the answer.)"""
+    too_long, offset = [], 0
+    for block in chunked(records, chunk):
+        prompts = tokenizer([r.prompt for r in block])["input_ids"]
+        answers = tokenizer([" " + r.target for r in block], add_special_tokens=False)["input_ids"]
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            if len(p) + len(a) - 1 > max_length:
+                too_long.append((offset + i, block[i].uid, len(p) + len(a) - 1))
+        offset += len(block)
+    if too_long:
+        examples = ", ".join(f"record {i} (uid {u}): {n} tokens" for i, u, n in too_long[:3])
+        raise LifelongError(
+            f"dataset {spec.dataset!r}: {len(too_long)} edit(s) have prompt + target longer than the context of "
+            f"model {spec.model!r} ({max_length} tokens), e.g. {examples}. Skip them with "
+            f"datasets.{spec.dataset}.max_prompt_chars and long_prompts: skip, or use a model with a longer context.")
 
 
 def _checkpoint(path: Path, spec: RunSpec, hparams, editor, state: _RunState) -> None:

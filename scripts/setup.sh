@@ -14,7 +14,9 @@ if .venv/bin/python -m pip install -q uv 2>/dev/null && [ -x .venv/bin/uv ]; the
   # uv also ignores pip's extra indexes; forward them so local mirrors are honoured.
   extra=$("$PY" -m pip config get global.extra-index-url 2>/dev/null || true)
   if [ -n "$extra" ]; then export UV_EXTRA_INDEX_URL="$extra"; UV_INDEX_STRATEGY=unsafe-best-match; export UV_INDEX_STRATEGY; fi
-  .venv/bin/uv pip install --python .venv/bin/python -e '.[dev]'
+  # --compile-bytecode: write .pyc files now. Where PYTHONDONTWRITEBYTECODE is set, Python would
+  # otherwise recompile torch and transformers on every start (about 5 s for each notebook kernel).
+  .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode -e '.[dev]'
 else
   .venv/bin/python -m pip install -e '.[dev]'
 fi

@@ -108,3 +108,49 @@ def _dropped(zsre, everything):
             targets.setdefault(p, set()).add(normalize_answer(r.target))
     return sum(1 for r in zsre if normalize_answer(r.ground_truth) != normalize_answer(r.target)
                and normalize_answer(r.ground_truth) in targets.get(r.prompt, set()))
+
+
+# -- the testbed's actual pretraining corpus (params.yaml `grounding`) -----------------------------
+
+def _repo_params(**changes):
+    from lifelong.config import load_params
+
+    return load_params() | changes
+
+
+def test_pretraining_corpus_never_teaches_an_evaluated_edit_target():
+    """The exact sentences the pipeline pretrains on: no record the grid edits has `prompt + " " + target`
+    (for its prompt or a rephrase) among them, while its true answer is there."""
+    from lifelong.report import n_blocks
+    from lifelong.testbed import pretraining_corpus
+
+    params = _repo_params(data_dir=str(SHARED_DATA))
+    for name in params["grounding"]["datasets"]:
+        path = SHARED_DATA / params["datasets"][name]["path"]
+        if not path.is_file():
+            pytest.skip(f"real data file {path} not present (see ../shared/data/README.md)")
+    sentences, grounded = pretraining_corpus(params)
+    taught = set(sentences)
+    grid = params["grid"]
+    evaluated = max(n * n_blocks(n, grid["edits_per_point"]) for n in grid["n_edits"])  # records the grid edits
+    assert evaluated <= params["grounding"]["records"]
+    for g in grounded:
+        assert g.corpus is not None, g.report()
+        edits = list(load_dataset(g.dataset, params).records(0, evaluated))
+        known = 0
+        for r in edits:
+            for prompt in (r.prompt, *r.rephrases):
+                assert f"{prompt} {r.target}" not in taught, (g.dataset, r.uid, prompt, r.target)
+                assert normalize_answer(r.target) not in {normalize_answer(a) for a in g.corpus.answers_for(prompt)}
+            known += f"{r.prompt} {r.ground_truth}" in taught
+        assert known >= 0.9 * len(edits), (g.dataset, known)
+
+
+def test_pretraining_corpus_without_the_data_is_the_world_alone(tmp_path):
+    from lifelong.testbed import pretraining_corpus, world_from_params
+
+    params = _repo_params(data_dir=str(tmp_path))
+    sentences, grounded = pretraining_corpus(params)
+    assert sentences == world_from_params(params).pretraining_sentences()
+    assert [g.report()["status"] for g in grounded] == ["missing"] * len(params["grounding"]["datasets"])
+    assert "dataset file not found" in grounded[0].report()["reason"]

@@ -12,3 +12,52 @@ def test_tidy_unedited_rows_are_the_pre_edit_scores():
     unedited = long[long.editor == "unedited"].set_index("metric").value
     assert unedited.to_dict() == {"reliability": 0.1, "generalization": 0.2, "locality": 1.0}
     assert len(long) == 3 * 3
+
+
+def _summary(model, dataset, editor, n, rel):
+    return {"model": model, "family": "llama", "dataset": dataset, "editor": editor, "n_edits": n, "n_blocks": 1,
+            "reliability": rel, "generalization": rel, "locality": 1.0, "pre_reliability": 0.1,
+            "pre_generalization": 0.1, "pre_locality": 0.9, "seconds_per_edit": 0.5}
+
+
+def test_collect_reads_expected_runs_lists_skipped_cells_and_refuses_missing(tmp_path):
+    import pytest
+
+    from lifelong import io
+    from lifelong.errors import LifelongError
+    from lifelong.report import collect, headline, pre_edit_table
+
+    grid = {"models": ["m"], "datasets": ["world", "zsre"], "editors": ["ft"], "n_edits": [1, 10]}
+    for n, rel in ((1, 1.0), (10, 0.5)):
+        io.write_json(tmp_path / "m__world__ft" / f"T{n}" / "summary.json", _summary("m", "world", "ft", n, rel))
+    io.write_json(tmp_path / "m__world__ft" / "T99" / "summary.json", _summary("m", "world", "ft", 99, 0.0))  # stale
+    io.write_json(tmp_path / "m__zsre__ft" / "skipped.json",
+                  {"model": "m", "dataset": "zsre", "editor": "ft", "reason": "dataset file not found: x"})
+    results, skipped = collect(grid, tmp_path)
+    assert results.n_edits.tolist() == [1, 10]                      # the stale T99 is not globbed in
+    assert skipped.to_dict("records") == [{"model": "m", "dataset": "zsre", "editor": "ft",
+                                           "reason": "dataset file not found: x"}]
+    assert headline(results) == {"world": {"ft": {"reliability": 0.5, "generalization": 0.5, "locality": 1.0,
+                                                  "seconds_per_edit": 0.5}}, "largest_T": 10}
+    assert pre_edit_table(results).loc[("world", "m"), "pre_locality"] == 0.9
+    (tmp_path / "m__world__ft" / "T10" / "summary.json").unlink()
+    with pytest.raises(LifelongError, match="1 grid run"):
+        collect(grid, tmp_path)
+
+
+def test_dataset_panels_and_perplexity_figures_are_drawn(tmp_path):
+    from lifelong.report import plot_datasets, plot_perplexity
+
+    rows = [_summary(m, d, e, n, 0.5) for m in ("a", "b") for d in ("world", "zsre") for e in ("ft", "wise")
+            for n in (1, 10)]
+    grid = plot_datasets(pd.DataFrame(rows), tmp_path / "by_dataset.png")
+    assert grid.axes.shape == (3, 2)                         # metric rows x dataset columns
+    assert [ax.get_title() for ax in grid.axes[0]] == ["world", "zsre"]
+    assert (tmp_path / "by_dataset.png").stat().st_size > 10_000
+    halluc = pd.DataFrame([_summary(m, "hallucination", e, n, 0.2) | {"target_ppl_clip100": 5.0 / n,
+                                                                      "pre_target_ppl_clip100": 100.0}
+                           for m in ("a", "b") for e in ("ft", "wise") for n in (1, 10)])
+    grid = plot_perplexity(halluc, tmp_path / "ppl.png")
+    assert grid.axes.shape == (1, 2)
+    labels = {t.get_text() for t in grid.legend.texts}
+    assert {"ft", "wise", "unedited"} <= labels

@@ -46,3 +46,18 @@ def test_locality_and_pool_are_disjoint_from_edits():
     pool_prompts = {p for p, _ in world.locality_pool()}
     assert not any(s in p for s in edited_subjects for p in islice(iter(loc_prompts | pool_prompts), 200))
     assert not loc_prompts & pool_prompts
+
+
+def test_length_bucketed_batches_cover_every_sentence_once_with_similar_lengths():
+    import torch
+
+    from lifelong.testbed import _length_bucketed_batches
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.cat([torch.full((300,), 10), torch.full((100,), 80)])[torch.randperm(400, generator=gen)]
+    batches = _length_bucketed_batches(lengths, batch_size=16, gen=gen, window=8)
+    flat = torch.cat(batches)
+    assert sorted(flat.tolist()) == list(range(400))
+    mixed = sum(1 for b in batches if len(set(lengths[b].tolist())) > 1)
+    assert mixed <= 400 // (16 * 8) + 1          # at most one mixed batch per window
+    assert all(len(b) <= 16 for b in batches)

@@ -27,7 +27,7 @@ LOADERS: dict[str, str] = {  # name -> "module:function"
 }
 
 # keys of a dataset entry that are not loader options
-_ENTRY_KEYS = ("loader", "locality_pool", "description")
+_ENTRY_KEYS = ("loader", "locality_pool", "description", "metrics")
 
 
 def load_dataset(name: str, params: Mapping[str, Any]) -> EditSource:
@@ -46,6 +46,14 @@ def load_dataset(name: str, params: Mapping[str, Any]) -> EditSource:
     return load(name, options, data_dir=data_dir, where=f"params.yaml datasets.{name}")
 
 
+def dataset_metrics(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The optional metrics a dataset entry asks for (`metrics: [exact_match, perplexity, ...]`)."""
+    from ..evaluate import check_extra_metrics
+
+    entry = (params.get("datasets") or {}).get(name) or {}
+    return check_extra_metrics(entry.get("metrics"), f"params.yaml datasets.{name}.metrics")
+
+
 def locality_pool(name: str, params: Mapping[str, Any], source: EditSource | None = None) -> list[tuple[str, str]]:
     """The (prompt, answer) pool an editor may train against as irrelevant text (WISE's D_irr).
 
@@ -62,4 +70,4 @@ def locality_pool(name: str, params: Mapping[str, Any], source: EditSource | Non
     return list(own()) if callable(own) else []
 
 
-__all__ = ["EditSource", "ListSource", "LOADERS", "load_dataset", "locality_pool"]
+__all__ = ["EditSource", "ListSource", "LOADERS", "dataset_metrics", "load_dataset", "locality_pool"]

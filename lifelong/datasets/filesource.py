@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 from ..config import fill
-from ..errors import DataError
+from ..errors import DataError, MissingDataError
 from ..records import EditRecord
 from .jsonio import JsonRows, RowError
 
@@ -69,7 +69,7 @@ def resolve_file(opts: FileOptions, data_dir: str | os.PathLike, where: str, off
     p = Path(opts.path).expanduser()
     full = p if p.is_absolute() else Path(data_dir) / p
     if not full.is_file():
-        raise DataError(f"{where}.path: dataset file not found: {full} (path {opts.path!r} under the data dir "
+        raise MissingDataError(f"{where}.path: dataset file not found: {full} (path {opts.path!r} under the data dir "
                         f"{data_dir}; set LIFELONG_DATA_DIR or params.yaml data_dir to the folder that holds it). "
                         f"The official file: {official}")
     return full

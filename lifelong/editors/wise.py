@@ -174,6 +174,11 @@ class WiseEditor(Editor):
         ad = self.adapter
         dev = self._device()
         inputs = {"input_ids": batch.input_ids.to(dev), "attention_mask": batch.attention_mask.to(dev)}
+        if self.family.absolute_positions:
+            # Each token at its unpadded position. Otherwise left padding shifts GPT-2's learned positions
+            # by the pad count and the edit is learnt where it is never asked (a reference bug for such
+            # models). Rotary models see the same relative offsets either way, so they keep the reference's call.
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         rows, cols, targets = batch.rows.to(dev), batch.cols.to(dev), batch.targets.to(dev)
         was_training = self.model.training
         self.model.eval()
