@@ -24,11 +24,12 @@ def expected_cells(grid: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
                 yield model, dataset, editor
 
 
-SUMMARY_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *METRICS, "locality_agreement",
-                  "pre_reliability", "pre_generalization", "pre_locality", "reliability_em", "generalization_em",
-                  "pre_reliability_em", "pre_generalization_em", "target_ppl", "target_ppl_clip100",
-                  "target_ppl_median", "pre_target_ppl", "pre_target_ppl_clip100", "pre_target_ppl_median",
-                  "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
+CORE_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *METRICS, "locality_agreement",
+               "pre_reliability", "pre_generalization", "pre_locality")
+OPTIONAL_FIELDS = ("reliability_em", "generalization_em", "pre_reliability_em", "pre_generalization_em",  # a dataset's
+                   "target_ppl", "target_ppl_clip100", "target_ppl_median", "pre_target_ppl",          # `metrics:`
+                   "pre_target_ppl_clip100", "pre_target_ppl_median")
+SUMMARY_FIELDS = (*CORE_FIELDS, *OPTIONAL_FIELDS, "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
 
 
 def collect(grid: dict[str, Any], runs_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,7 +50,8 @@ def collect(grid: dict[str, Any], runs_dir: str | Path) -> tuple[pd.DataFrame, p
             rows.append({k: s.get(k) for k in SUMMARY_FIELDS})
     if missing:
         raise LifelongError(f"{len(missing)} grid run(s) have no summary, e.g. {missing[0]}; run `dvc repro` first")
-    results = pd.DataFrame(rows, columns=list(SUMMARY_FIELDS)).dropna(axis=1, how="all")
+    results = pd.DataFrame(rows, columns=list(SUMMARY_FIELDS))
+    results = results.drop(columns=[c for c in OPTIONAL_FIELDS if results[c].isna().all()])  # metrics not asked for
     return results, pd.DataFrame(skipped, columns=["model", "dataset", "editor", "reason"])
 
 
