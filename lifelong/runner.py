@@ -41,6 +41,7 @@ from .errors import ConfigError, LifelongError, MissingDataError
 from .evaluate import Predictions, Scores, chunked, score_stream
 from .metrics import DEFINITIONS, EXTRA_DEFINITIONS
 from .modeling import context_length, family_of, load_model
+from .scoring import PPL_CLIP
 from .paths import PARAMS, resolve
 
 
@@ -113,11 +114,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = _RunState(extras=extras, max_length=context_length(model))
+    max_length = context_length(model)
+    state = _RunState(extras=extras, max_length=max_length)
     ckpt_path = out / "checkpoint.pt"
     if spec.resume and ckpt_path.exists():
         state = _resume(ckpt_path, spec, hparams, editor)
-        state.extras, state.max_length = extras, context_length(model)
+        state.extras, state.max_length = extras, max_length
     elif spec.resume:
         print(f"note: no checkpoint at {ckpt_path}; starting from the beginning")
 
@@ -267,7 +269,7 @@ def _summary(spec: RunSpec, family: str, hparams, editor, per_edit: pd.DataFrame
     extra = {f"{p}{c}": mean(f"{p}{c}") for c in extra_columns for p in ("", "pre_")}
     for p in ("", "pre_") if "target_ppl" in per_edit else ():
         ppl = per_edit[f"{p}target_ppl"].dropna()
-        extra |= {f"{p}target_ppl_clip100": float(ppl.clip(upper=100.0).mean()),
+        extra |= {f"{p}target_ppl_clip100": float(ppl.clip(upper=PPL_CLIP).mean()),
                   f"{p}target_ppl_median": float(ppl.median())}
     return {
         "model": spec.model, "family": family, "dataset": spec.dataset, "editor": spec.editor,
