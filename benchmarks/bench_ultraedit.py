@@ -8,7 +8,7 @@ In one run, on one model and the same edit batches:
         train - an ordinary training pass (every weight requires grad, loss.backward());
   (c) the ratio (a)/(b) (target: editor time <= 1.3x the floor);
   (d) process memory (RSS now, and the peak from getrusage) after streaming N1 and N2 edits
-      through the editor (records generated on demand from lifelong.world.World, never all held;
+      through the editor (records generated on demand from lifelong.data.world.World, never all held;
       target: memory at N2 within 10% of N1).
 
 Without --model, a testbed-size model is built (untrained: timing does not need knowledge):
@@ -33,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lifelong.editors import EditContext, build_hparams  # noqa: E402
 from lifelong.editors.ultraedit import UltraEditor  # noqa: E402
-from lifelong.modeling import FAMILIES, family_of, get_module, load_model  # noqa: E402
-from lifelong.testbed import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
-from lifelong.tokenization import IGNORE  # noqa: E402
-from lifelong.world import World  # noqa: E402
+from lifelong.models.families import FAMILIES  # noqa: E402
+from lifelong.models.loading import load_model  # noqa: E402
+from lifelong.models.modules import family_of, get_module  # noqa: E402
+from lifelong.pipeline.testbed import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
+from lifelong.models.tokenization import IGNORE  # noqa: E402
+from lifelong.data.world import World  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -102,7 +104,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from lifelong.config import parse_overrides
+    from lifelong.core.config import parse_overrides
 
     world = World()
     if args.model:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_wise.py [--edits 4] [--n-iter 20] [--threads 1] [--families gpt2 llama mistral]
 
 Prints three tables:
-  1. measured seconds per edit on testbed-size models (lifelong.testbed defaults: d=128, 8 layers,
+  1. measured seconds per edit on testbed-size models (lifelong.pipeline.testbed defaults: d=128, 8 layers,
      d_ff=512, vocab 2048, random weights — timing does not need pretrained ones), side memory at
      3/4 depth (layer 6), early stop disabled so both loops run exactly n_iter steps, templates
      generated before timing; with the share of each edit spent in the inner loop;
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lifelong.editors.base import EditContext  # noqa: E402
 from lifelong.editors.wise import WiseEditor, WiseHparams  # noqa: E402
-from lifelong.modeling import family_of  # noqa: E402
-from lifelong.testbed import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
-from lifelong.world import World  # noqa: E402
+from lifelong.models.modules import family_of  # noqa: E402
+from lifelong.pipeline.testbed import TinyModelConfig, build_model, train_tokenizer  # noqa: E402
+from lifelong.data.world import World  # noqa: E402
 
 
 def step_flops(d: int, d_ff: int, n_layers: int, layer: int, vocab: int, rows: int, seq: int, n_pred: int,

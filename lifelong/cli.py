@@ -1,4 +1,5 @@
-"""Command line: `python -m lifelong run ...` runs one experiment; `python -m lifelong list` shows registries.
+"""Command line: `python -m lifelong run ...` runs one experiment; `load` brings back a saved edited model;
+`list` shows the registries.
 
 Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2.
 """
@@ -8,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import LifelongError
+from .core.errors import LifelongError
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto")
     run.add_argument("--eval-batch-size", type=int, default=256)
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--save-model", type=Path, default=None, metavar="DIR",
+                     help="save the edited model (save_pretrained) and the editor's state to DIR")
+
+    load = sub.add_parser("load", help="load an edited model saved with --save-model and describe it")
+    load.add_argument("directory", type=Path)
+    load.add_argument("--prompt", action="append", default=[], help="greedy-complete this prompt (repeatable)")
+    load.add_argument("--max-new-tokens", type=int, default=8)
 
     sub.add_parser("list", help="list registered models, datasets and editors")
     return parser
@@ -49,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "load":
+            return _load(args)
         if args.command == "list":
             return _list()
     except LifelongError as exc:
@@ -61,31 +71,47 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from .config import parse_overrides
-    from .paths import PARAMS
-    from .runner import RunSpec, run
+    from .core.config import parse_overrides
+    from .core.paths import PARAMS
+    from .eval.registry import HEADLINE
+    from .pipeline.runner import RunSpec, run
 
     spec = RunSpec(model=args.model, dataset=args.dataset, editor=args.editor, n_edits=args.n_edits,
                    out_dir=args.out, overrides=parse_overrides(args.overrides), n_blocks=args.blocks,
                    eval_at=args.eval_at, checkpoint_every=args.checkpoint_every, resume=args.resume,
                    seed=args.seed, params_path=args.params or PARAMS, eval_batch_size=args.eval_batch_size,
-                   device=args.device, progress=not args.no_progress)
+                   device=args.device, progress=not args.no_progress, save_model=args.save_model)
     summary = run(spec)
-    keys = ("pre_reliability", "reliability", "pre_generalization", "generalization", "pre_locality", "locality",
-            "edit_seconds", "eval_seconds")
+    keys = [k for m in HEADLINE for k in (f"pre_{m}", m)] + ["edit_seconds", "eval_seconds"]
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys))
-    print(f"wrote {args.out}/summary.json")
+    print(f"wrote {args.out}/summary.json" + (f"; the edited model is in {args.save_model}" if args.save_model else ""))
+    return 0
+
+
+def _load(args) -> int:
+    from .editors.artifact import load_edited
+    from .eval.generation import greedy_generate
+
+    editor = load_edited(args.directory)
+    print(f"{editor.name} editor, {editor.edits_done} edit(s), on {editor.model.config.model_type} "
+          f"({', '.join(editor.modules())})")
+    if args.prompt:
+        outputs = greedy_generate(editor.model, editor.tokenizer, args.prompt, [args.max_new_tokens] * len(args.prompt))
+        for prompt, ids in zip(args.prompt, outputs):
+            print(f"{prompt!r} -> {editor.tokenizer.decode(ids, skip_special_tokens=True)!r}")
     return 0
 
 
 def _list() -> int:
-    from .config import load_params
-    from .datasets import LOADERS
+    from .core.config import load_params
+    from .data import LOADERS
     from .editors import EDITORS
+    from .eval.registry import METRICS
 
     params = load_params()
     print("editors: ", ", ".join(sorted(EDITORS)))
     print("loaders: ", ", ".join(sorted(LOADERS)))
     print("datasets:", ", ".join(sorted(params.get("datasets") or {})))
     print("models:  ", ", ".join(sorted(params.get("models") or {})))
+    print("metrics: ", ", ".join(f"{m.name} ({m.direction} is better)" for m in METRICS.values()))
     return 0

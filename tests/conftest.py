@@ -1,4 +1,4 @@
-"""Shared fixtures: a small fact world and tiny pretrained models of each family (built once per session)."""
+"""Shared fixtures: a small fact world and tiny pretrained models of each family (built once, cached on disk)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lifelong.testbed import PretrainConfig, TinyModelConfig, build_model, pretrain, train_tokenizer
-from lifelong.world import World, WorldConfig
+from lifelong.pipeline.testbed import PretrainConfig, TinyModelConfig, build_model, pretrain, train_tokenizer
+from lifelong.data.world import World, WorldConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAMILIES = ("gpt2", "llama", "mistral")
@@ -22,24 +22,57 @@ def world() -> World:
     return World(SMALL_WORLD)
 
 
+FIXTURE_MODEL = dict(d_model=64, n_layers=4, n_heads=4, d_ff=256)
+FIXTURE_PRETRAIN = PretrainConfig(epochs=60, batch_size=32, lr=5e-3, warmup_steps=20)
+FIXTURE_TOKENIZER = dict(vocab_size=512, extra_names=500)
+
+
+def _fixture_key() -> str:
+    """A hash of everything the fixture models are a function of: their configs, the world, the library
+    versions, and the testbed code that builds and trains them. A change to any of it builds them anew."""
+    import dataclasses
+    import hashlib
+    import json
+
+    import transformers
+
+    from lifelong.pipeline import testbed
+
+    blob = json.dumps({"world": dataclasses.asdict(SMALL_WORLD), "model": FIXTURE_MODEL,
+                       "pretrain": dataclasses.asdict(FIXTURE_PRETRAIN), "tokenizer": FIXTURE_TOKENIZER,
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "code": Path(testbed.__file__).read_text()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tiny")
+def tiny_dir() -> Path:
+    """Where the pretrained fixture models live: a disk cache keyed by `_fixture_key()`, so a test session
+    pretrains them only when something they depend on changed ($LIFELONG_CACHE_DIR/test-models, default
+    .cache/lifelong/test-models in the repository)."""
+    from lifelong.core.paths import cache_dir
+
+    return cache_dir("test-models") / _fixture_key()
 
 
 def _pretrained(family: str, world: World, root: Path):
     """A d=64, 4-layer model that knows the small world's facts; saved and reloaded via Auto classes."""
-    from lifelong.modeling import load_model
+    import filelock
+
+    from lifelong.models.loading import load_model
 
     out = root / family
-    if not (out / "config.json").exists():
-        torch.manual_seed(0)
-        tok = train_tokenizer(world, None, vocab_size=512, extra_names=500, add_bos=family != "gpt2")
-        model = build_model(TinyModelConfig(family, d_model=64, n_layers=4, n_heads=4, d_ff=256), tok)
-        pretrain(model, tok, world.pretraining_sentences(),
-                 PretrainConfig(epochs=60, batch_size=32, lr=5e-3, warmup_steps=20), progress=False)
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
+    root.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(root / f".{family}.lock")):   # parallel sessions build each model once
+        if not (out / "config.json").exists():
+            torch.manual_seed(0)
+            tok = train_tokenizer(world, None, add_bos=family != "gpt2", **FIXTURE_TOKENIZER)
+            model = build_model(TinyModelConfig(family, **FIXTURE_MODEL), tok)
+            pretrain(model, tok, world.pretraining_sentences(), FIXTURE_PRETRAIN, progress=False)
+            tmp = root / f".{family}.tmp"
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            tmp.rename(out)                                  # a reader never sees half a model
     return load_model(str(out))
 
 
@@ -68,7 +101,7 @@ def model_and_tokenizer(tiny_models, family):
 
 
 @pytest.fixture(scope="session")
-def params_file(tiny_models, tiny_dir, world) -> Path:
+def params_file(tiny_models, tiny_dir, world, tmp_path_factory) -> Path:
     """A params.yaml whose models are the tiny fixture models and whose world is the small one."""
     import dataclasses
 
@@ -81,6 +114,38 @@ def params_file(tiny_models, tiny_dir, world) -> Path:
         "datasets": {"world": {"loader": "synthetic", **dataclasses.asdict(SMALL_WORLD)}},
         "editors": {"ft": {"default": {"turn_size": 1, "lr": 5e-3, "n_iter": 20, "layer": -2}}},
     }
-    path = tiny_dir / "params.yaml"
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+# -- dataset tests (test_datasets.py, test_data_cache.py use them on every test) ----------------------
+
+@pytest.fixture
+def no_data_env(monkeypatch):
+    """No $LIFELONG_DATA_DIR from the environment: a test names its data directory."""
+    monkeypatch.delenv("LIFELONG_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path_factory) -> Path:
+    """Arrow conversions go to a fresh temporary folder, never into the repository."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("LIFELONG_CACHE_DIR", str(root))
+    return root / "arrow"
+
+
+@pytest.fixture
+def conversions(monkeypatch) -> list[Path]:
+    """The source files converted to Arrow during a test, in order."""
+    from lifelong.data import arrow
+
+    done: list[Path] = []
+    write = arrow.write_arrow
+
+    def counting(src, dst):
+        done.append(Path(src))
+        return write(src, dst)
+
+    monkeypatch.setattr(arrow, "write_arrow", counting)
+    return done

@@ -2,9 +2,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from lifelong.config import fill, parse_overrides
+from lifelong.core.config import fill, parse_overrides
 from lifelong.editors import build_hparams
-from lifelong.errors import ConfigError
+from lifelong.core.errors import ConfigError
 
 
 @dataclass

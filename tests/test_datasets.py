@@ -1,38 +1,18 @@
-"""Real-data loaders: fixtures (always), the real files under ../shared/data (when present), bad input,
-and streaming."""
+"""Real-data loaders: one test per format (fixtures), bad input, and the real files under ../shared/data
+(when present). The Arrow cache and random access: test_data_cache.py."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from lifelong.datasets import LOADERS, load_dataset, locality_pool
-from lifelong.datasets.filesource import FileSource, StreamSource
-from lifelong.datasets.jsonio import JsonRows, RowError, nested, str_list
-from lifelong.errors import ConfigError, DataError
+from lifelong.core.errors import ConfigError, DataError
+from lifelong.data import LOADERS, locality_pool
+from lifelong.data.rows import RowError, nested, str_list
+from lifelong.data.source import FileSource
+from data_support import FIXTURES, SHARED_DATA, fixture_rows, load, write_rows
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def load(loader: str, data_dir: Path = FIXTURES, name: str = "ds", **options):
-    params = {"data_dir": str(data_dir), "datasets": {name: {"loader": loader, **options}}}
-    return load_dataset(name, params)
-
-
-@pytest.fixture(autouse=True)
-def _no_env_data_dir(monkeypatch):
-    monkeypatch.delenv("LIFELONG_DATA_DIR", raising=False)
-
-
-def write_rows(path: Path, rows) -> Path:
-    path.write_text(json.dumps(rows))
-    return path
-
-
-def fixture_rows(name: str) -> list[dict]:
-    return json.loads((FIXTURES / name).read_text())
+pytestmark = pytest.mark.usefixtures("no_data_env", "cache")
 
 
 # -- fixtures: one test per format ---------------------------------------------------------------
@@ -131,9 +111,9 @@ def test_counterfact_rome_template_without_slot_is_a_row_error(tmp_path):
 
 
 @pytest.mark.parametrize("path", ["ultraeditbench.json", "ultraeditbench.jsonl"])
-def test_ultraeditbench_streams_json_array_and_jsonl(path):
+def test_ultraeditbench_json_array_and_jsonl(path):
     src = load("ultraeditbench", path=path)
-    assert isinstance(src, StreamSource)
+    assert isinstance(src, FileSource)
     records = list(src.records())
     assert len(src) == len(records) == 8
     r = records[3]
@@ -303,6 +283,8 @@ def test_bad_options_are_config_errors():
         load("counterfact", path="counterfact_flat.json", strict="yes")
     with pytest.raises(ConfigError, match="labels"):
         load("fever", path="fever.json", labels=["SUPPORTS"])
+    with pytest.raises(ConfigError, match="unknown key"):  # every source is random-access now
+        load("ultraeditbench", path="ultraeditbench.json", stream=True)
 
 
 def test_locality_pool_from_another_entry():
@@ -322,96 +304,6 @@ def test_json_helpers():
         nested({"a": {"b": 3}}, "a.b.c")
     with pytest.raises(RowError, match=r"'xs\[1\]'"):
         str_list({"xs": ["a", 2]}, "xs")
-
-
-# -- streaming ------------------------------------------------------------------------------------
-
-def _bench_rows(n: int, start: int = 0):
-    return [{"prompt": f"Which harbour does vessel {i} use?", "rephrase_prompt": f"Vessel {i} docks at which harbour?",
-             "ans": f"Harbour {i % 97}", "loc": f"nq question: what is fact number {i}", "loc_ans": f"answer {i}",
-             "note": "é" * (i % 3)} for i in range(start, start + n)]
-
-
-@pytest.fixture(scope="module")
-def big_file(tmp_path_factory) -> Path:
-    """~10 MB JSON array, written row by row, with a corrupt tail (the file is never valid JSON)."""
-    path = tmp_path_factory.mktemp("stream") / "bench.json"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("[\n")
-        for i in range(0, 60_000, 1000):
-            fh.write(",\n".join(json.dumps(r, ensure_ascii=False) for r in _bench_rows(1000, i)))
-            fh.write(",\n")
-        fh.write('{"prompt": "broken row", "ans": ')  # truncated: a full parse must fail
-    return path
-
-
-def test_streaming_reads_only_what_it_needs(big_file):
-    size = big_file.stat().st_size
-    assert size > 8_000_000
-    src = load("ultraeditbench", big_file.parent, path=big_file.name, prescan=False, chunk_bytes=65536)
-    first = list(src.records(0, 5))
-    assert [r.target for r in first] == ["Harbour 0", "Harbour 1", "Harbour 2", "Harbour 3", "Harbour 4"]
-    assert src.bytes_read <= 2 * 65536 < size // 50
-    # a full pass reaches the corrupt tail: proof that the partial read above did not parse the file
-    with pytest.raises(DataError, match=r"row 60000: malformed JSON"):
-        len(src)
-
-
-def test_streaming_prescan_bounded_by_n_edits_and_resumes_from_checkpoints(big_file):
-    src = load("ultraeditbench", big_file.parent, path=big_file.name, n_edits=50_000, chunk_bytes=65536)
-    assert len(src) == 50_000 and src.report["records"] == 50_000 and src.report["complete"]
-    assert src.report["duplicates"] == 0
-    late = list(src.records(49_990, 50_000))
-    assert [r.uid for r in late] == [str(i) for i in range(49_990, 50_000)]
-    assert late[0].prompt == "Which harbour does vessel 49990 use?"
-    assert src.bytes_read <= 4 * 65536  # resumed at a byte-offset checkpoint, not from the top
-
-
-def test_stream_and_eager_agree_with_lenient_skips(tmp_path):
-    rows = _bench_rows(300)
-    for bad in (5, 17, 18, 140, 299):
-        rows[bad]["ans"] = ""
-    rows[200] = dict(rows[100])  # a duplicate
-    path = write_rows(tmp_path / "b.json", rows)
-    lines = tmp_path / "b.jsonl"
-    lines.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    eager = load("ultraeditbench", tmp_path, path="b.json", stream=False, strict=False, dedupe=True)
-    assert isinstance(eager, FileSource) and len(eager) == 294
-    want = [r.uid for r in eager.records()]
-    assert "5" not in want and "200" not in want
-    for p in (path, lines):
-        opts = dict(path=p.name, strict=False, dedupe=True, chunk_bytes=256)
-        stream = StreamSource("s", p, _options(opts), _convert())
-        stream.reader.every = 7  # many small checkpoints
-        assert len(stream) == 294 and stream.report["skipped"] == 5 and stream.report["duplicates"] == 1
-        for start, stop in ((0, 294), (100, 130), (13, 14), (250, 294), (0, 0)):
-            assert [r.uid for r in stream.records(start, stop)] == want[start:stop]
-
-
-def _options(values):
-    from lifelong.config import fill
-    from lifelong.datasets.ultraeditbench import UltraEditBenchOptions
-    return fill(UltraEditBenchOptions, values, "test")
-
-
-def _convert():
-    from lifelong.datasets.ultraeditbench import convert
-    return convert
-
-
-def test_json_rows_bom_numbers_and_checkpoints(tmp_path):
-    path = tmp_path / "x.json"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"k": "\u00e9" * i} for i in range(50)]).encode())
-    reader = JsonRows(path, chunk_size=16, every=10)
-    rows = [v for _, v in reader.rows()]
-    assert rows == [{"k": "\u00e9" * i} for i in range(50)]
-    row, offset = reader.nearest_checkpoint(35)
-    assert row == 30 and [v for _, v in reader.rows(row, offset)] == rows[30:]
-    path.write_text("[1, 23, 4567]")
-    assert [v for _, v in JsonRows(path, chunk_size=16).rows()] == [1, 23, 4567]
-    path.write_text('[{"a": 1} {"a": 2}]')
-    with pytest.raises(DataError, match="row 0: malformed JSON"):
-        list(JsonRows(path).rows())
 
 
 # -- the real files (../shared/data) ---------------------------------------------------------------
@@ -485,9 +377,11 @@ def test_real_counterfact_and_wise_details():
     assert all(r.extras["ood_rephrase"] for r in tem.records())
 
 
-def test_real_file_streams_like_it_loads():
+def test_real_file_ranges_match_the_full_read(conversions):
     _real("counterfact/counterfact-train.json")
-    eager = load("counterfact", SHARED_DATA, path="counterfact/counterfact-train.json")
-    stream = load("counterfact", SHARED_DATA, path="counterfact/counterfact-train.json", stream=True)
-    assert len(stream) == len(eager) == 10000 and stream.report["duplicates"] == eager.report["duplicates"] == 3
-    assert list(stream.records(9990, 10000)) == list(eager.records(9990, 10000))
+    first = load("counterfact", SHARED_DATA, path="counterfact/counterfact-train.json")
+    again = load("counterfact", SHARED_DATA, path="counterfact/counterfact-train.json")  # from the cache
+    assert len(conversions) == 1
+    assert len(again) == len(first) == 10000 and again.report["duplicates"] == first.report["duplicates"] == 3
+    everything = list(first.records())
+    assert list(again.records(9990, 10000)) == everything[9990:] == list(first.records(9990, 10000))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from lifelong.datasets import load_dataset
-from lifelong.grounding import grounding_corpus, grounding_sentences
-from lifelong.records import EditRecord
-from lifelong.scoring import normalize_answer
+from lifelong.data import load_dataset
+from lifelong.data.grounding import grounding_corpus, grounding_sentences
+from lifelong.core.records import EditRecord
+from lifelong.eval.generation import normalize_answer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -113,7 +113,7 @@ def _dropped(zsre, everything):
 # -- the testbed's actual pretraining corpus (params.yaml `grounding`) -----------------------------
 
 def _repo_params(**changes):
-    from lifelong.config import load_params
+    from lifelong.core.config import load_params
 
     return load_params() | changes
 
@@ -121,8 +121,8 @@ def _repo_params(**changes):
 def test_pretraining_corpus_never_teaches_an_evaluated_edit_target():
     """The exact sentences the pipeline pretrains on: no record the grid edits has `prompt + " " + target`
     (for its prompt or a rephrase) among them, while its true answer is there."""
-    from lifelong.report import n_blocks
-    from lifelong.testbed import pretraining_corpus
+    from lifelong.pipeline.cell import n_blocks
+    from lifelong.pipeline.testbed import pretraining_corpus
 
     params = _repo_params(data_dir=str(SHARED_DATA))
     for name in params["grounding"]["datasets"]:
@@ -147,7 +147,7 @@ def test_pretraining_corpus_never_teaches_an_evaluated_edit_target():
 
 
 def test_pretraining_corpus_without_the_data_is_the_world_alone(tmp_path):
-    from lifelong.testbed import pretraining_corpus, world_from_params
+    from lifelong.pipeline.testbed import pretraining_corpus, world_from_params
 
     params = _repo_params(data_dir=str(tmp_path))
     sentences, grounded = pretraining_corpus(params)

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from lifelong.metrics import PairScores, score_pairs, token_accuracy
-from lifelong.tokenization import IGNORE
+from lifelong.eval.teacher_forced import PairScores, score_pairs, token_accuracy
+from lifelong.models.tokenization import IGNORE
 
 
 def _logits_for(predicted: list[list[int]], vocab: int = 6) -> torch.Tensor:
@@ -38,3 +38,20 @@ def test_score_pairs_is_batch_invariant(tiny_models, world):
     assert all((x == y).all() for x, y in zip(one.predictions, many.predictions))
     # the pretrained fixture knows its facts (second half) and not the counterfactual targets
     assert many.accuracy[20:].mean() > 0.95
+
+
+def test_the_metric_registry_is_the_one_list_of_metrics():
+    from lifelong.eval import registry
+    from lifelong.pipeline import report
+
+    assert registry.CORE == ("reliability", "generalization", "locality", "locality_agreement")
+    for name, metric in registry.METRICS.items():
+        assert metric.definition and metric.direction in ("higher", "lower")
+        assert metric.option is None or metric.option in registry.OPTIONS
+    for option in registry.OPTIONS:
+        assert registry.option_columns(option)
+    assert set(report.OPTIONAL_FIELDS) >= {"reliability_em", "target_ppl_clip100", "pre_target_ppl_median"}
+    ppl = np.array([2.0, 400.0, np.nan])
+    assert registry.summarize("target_ppl", ppl) == {"target_ppl": 201.0, "target_ppl_clip100": 51.0,
+                                                     "target_ppl_median": 201.0}
+    assert registry.summarize("reliability", np.array([np.nan]), prefix="pre_") == {"pre_reliability": None}

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from lifelong.errors import LifelongError
-from lifelong.modeling import (add_delta_, check_projection, family_of, get_module, is_conv1d, layer_path,
+from lifelong.core.errors import LifelongError
+from lifelong.models.modules import (add_delta_, check_projection, family_of, get_module, is_conv1d, layer_path,
                                shape_in_out, weight_in_out)
 
 EXPECTED = {

@@ -9,8 +9,8 @@ import papermill as pm
 import pytest
 import yaml
 
-from lifelong.nbrun import main as nbrun
-from lifelong.paths import ROOT
+from lifelong.pipeline.nbrun import main as nbrun
+from lifelong.core.paths import ROOT
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -77,6 +77,12 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     assert (tmp_path / "figures" / "metrics_vs_edits-world.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
     assert json.loads((tmp_path / "metrics.json").read_text())["largest_T"] == 2
+    # the executed notebooks show their figures inline (library code picks no matplotlib backend), small
+    for name, n_figures in (("edit", 1), ("scaling", 1), ("report", 3)):
+        nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(images) >= n_figures, name
+        assert max(len(o["data"]["image/png"]) for o in images) < 400_000, name
 
 
 def test_user_error_in_a_notebook_is_one_line(tiny_params, tmp_path, capsys):

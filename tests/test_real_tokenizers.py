@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from lifelong.tokenization import IGNORE, answer_ids, encode_pair
+from lifelong.models.tokenization import IGNORE, answer_ids, encode_pair
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOKENIZERS = SHARED_DATA / "tokenizers"

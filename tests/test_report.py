@@ -1,7 +1,7 @@
 """Report aggregation: the tidy table behind the figures."""
 import pandas as pd
 
-from lifelong.report import tidy
+from lifelong.pipeline.report import tidy
 
 
 def test_tidy_unedited_rows_are_the_pre_edit_scores():
@@ -23,9 +23,9 @@ def _summary(model, dataset, editor, n, rel):
 def test_collect_reads_expected_runs_lists_skipped_cells_and_refuses_missing(tmp_path):
     import pytest
 
-    from lifelong import io
-    from lifelong.errors import LifelongError
-    from lifelong.report import collect, headline, pre_edit_table
+    from lifelong.core import io
+    from lifelong.core.errors import LifelongError
+    from lifelong.pipeline.report import collect, headline, pre_edit_table
 
     grid = {"models": ["m"], "datasets": ["world", "zsre"], "editors": ["ft"], "n_edits": [1, 10]}
     for n, rel in ((1, 1.0), (10, 0.5)):
@@ -33,7 +33,7 @@ def test_collect_reads_expected_runs_lists_skipped_cells_and_refuses_missing(tmp
     io.write_json(tmp_path / "m__world__ft" / "T99" / "summary.json", _summary("m", "world", "ft", 99, 0.0))  # stale
     io.write_json(tmp_path / "m__zsre__ft" / "skipped.json",
                   {"model": "m", "dataset": "zsre", "editor": "ft", "reason": "dataset file not found: x"})
-    results, skipped = collect(grid, tmp_path)
+    results, skipped = collect({"grid": grid}, tmp_path)
     assert results.n_edits.tolist() == [1, 10]                      # the stale T99 is not globbed in
     assert skipped.to_dict("records") == [{"model": "m", "dataset": "zsre", "editor": "ft",
                                            "reason": "dataset file not found: x"}]
@@ -42,11 +42,11 @@ def test_collect_reads_expected_runs_lists_skipped_cells_and_refuses_missing(tmp
     assert pre_edit_table(results).loc[("world", "m"), "pre_locality"] == 0.9
     (tmp_path / "m__world__ft" / "T10" / "summary.json").unlink()
     with pytest.raises(LifelongError, match="1 grid run"):
-        collect(grid, tmp_path)
+        collect({"grid": grid}, tmp_path)
 
 
 def test_dataset_panels_and_perplexity_figures_are_drawn(tmp_path):
-    from lifelong.report import plot_datasets, plot_perplexity
+    from lifelong.pipeline.report import plot_datasets, plot_perplexity
 
     rows = [_summary(m, d, e, n, 0.5) for m in ("a", "b") for d in ("world", "zsre") for e in ("ft", "wise")
             for n in (1, 10)]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lifelong.errors import LifelongError
-from lifelong.runner import RunSpec, run
+from lifelong.core.errors import LifelongError
+from lifelong.pipeline.runner import RunSpec, run
 
 SUMMARY_KEYS = {"model", "dataset", "editor", "n_edits", "reliability", "generalization", "locality", "edit_seconds",
                 "eval_seconds", "peak_rss_mb", "pre_reliability", "pre_generalization", "pre_locality"}
@@ -66,10 +66,33 @@ def _cli(params_file, out, *extra, env=None):
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
+# The same run as _cli, in a subprocess whose test-injected checkpoint callback SIGKILLs it right after the
+# checkpoint at (block, turn) is written, exactly like an external `kill -9`.
+_KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from lifelong.pipeline.runner import RunSpec, run
+params, out, block, turn, overrides = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+spec = RunSpec(model="t-gpt2", dataset="world", editor="ft", n_edits=4, n_blocks=2, out_dir=Path(out),
+               params_path=Path(params), checkpoint_every=1, progress=False,
+               overrides=dict(o.split("=") for o in overrides))
+def kill_at(b, t):
+    if (b, t) == (block, turn):
+        os.kill(os.getpid(), signal.SIGKILL)
+run(spec, on_checkpoint=kill_at)
+"""
+
+
+def _killed(params_file, out, block, turn):
+    return subprocess.run([sys.executable, "-c", _KILLED_RUN, str(params_file), str(out), str(block), str(turn)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
 def test_resume_after_kill_9_is_identical(params_file, tmp_path):
     straight = _cli(params_file, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
-    killed = _cli(params_file, tmp_path / "resumed", env={"LIFELONG_TEST_KILL_AT": "1:2"})
+    killed = _killed(params_file, tmp_path / "resumed", 1, 2)
     assert killed.returncode == -9
     assert (tmp_path / "resumed" / "checkpoint.pt").exists() and not (tmp_path / "resumed" / "summary.json").exists()
     resumed = _cli(params_file, tmp_path / "resumed", "--resume")
@@ -79,11 +102,18 @@ def test_resume_after_kill_9_is_identical(params_file, tmp_path):
     b = pd.read_csv(tmp_path / "resumed" / "per_edit.csv")
     pd.testing.assert_frame_equal(a, b)
     # a checkpoint from another run is refused, naming what differs
-    _cli(params_file, tmp_path / "other", env={"LIFELONG_TEST_KILL_AT": "0:1"})
+    _killed(params_file, tmp_path / "other", 0, 1)
     refused = _cli(params_file, tmp_path / "other", "--resume", "--set", "lr=0.5")
     assert refused.returncode == 2
     assert "belongs to a different run" in refused.stderr and "overrides" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def _main(*args) -> int:
+    """The CLI in-process (what `python -m lifelong` runs), without a subprocess's interpreter start."""
+    from lifelong.cli import main
+
+    return main([str(a) for a in args])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -91,13 +121,13 @@ def test_resume_after_kill_9_is_identical(params_file, tmp_path):
     (["--n-edits", "0"], "error: --n-edits and --blocks must be >= 1"),
     (["--set", "n_iter=abc"], "n_iter: expected an integer"),
 ])
-def test_cli_errors_exit_2_without_traceback(params_file, tmp_path, args, message):
-    cmd = [sys.executable, "-m", "lifelong", "run", "--model", "t-gpt2", "--dataset", "world", "--editor", "ft",
-           "--n-edits", "2", "--params", str(params_file), "--out", str(tmp_path), "--no-progress"]
+def test_cli_errors_exit_2_without_traceback(params_file, tmp_path, capsys, args, message):
+    base = ["run", "--model", "t-gpt2", "--dataset", "world", "--editor", "ft", "--n-edits", "2",
+            "--params", params_file, "--out", tmp_path, "--no-progress"]
     # later flags win in argparse, so appending overrides the defaults above
-    proc = subprocess.run(cmd + args, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert _main(*base, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 # -- real datasets, optional metrics and grid cells ------------------------------------------------
@@ -114,7 +144,7 @@ def _params_with(params_file, tmp_path, datasets: dict, data_dir) -> Path:
 
 
 def test_optional_metrics_are_computed_recorded_and_defined(params_file, tmp_path):
-    from lifelong.metrics import EXTRA_DEFINITIONS
+    from lifelong.eval.registry import METRICS
 
     import yaml
     world = yaml.safe_load(params_file.read_text())["datasets"]["world"]
@@ -128,14 +158,14 @@ def test_optional_metrics_are_computed_recorded_and_defined(params_file, tmp_pat
     assert summary["target_ppl"] < summary["pre_target_ppl"]
     assert summary["target_ppl_clip100"] <= min(summary["target_ppl"], 100.0)
     assert set(summary["metric_definitions"]) >= {"reliability_em", "generalization_em", "target_ppl"}
-    assert summary["metric_definitions"]["target_ppl"] == EXTRA_DEFINITIONS["target_ppl"]
+    assert summary["metric_definitions"]["target_ppl"] == METRICS["target_ppl"].definition
     bad = _params_with(params_file, tmp_path, {"w3": {**world, "metrics": ["bleu"]}}, tmp_path)
     with pytest.raises(LifelongError, match=r"datasets.w3.metrics: unknown metric\(s\) \['bleu'\]"):
         run(_spec(bad, tmp_path / "bad", dataset="w3"))
 
 
-def test_grid_cell_runs_every_T_and_skips_a_missing_dataset(params_file, tmp_path):
-    from lifelong.runner import run_cell
+def test_grid_cell_runs_every_T_and_skips_a_missing_dataset(params_file, tmp_path, monkeypatch, capsys):
+    from lifelong.pipeline.cell import run_cell
 
     zsre = {"loader": "zsre_mend", "path": "zsre/zsre_mend_edit.json", "target": "alt", "loc_question_mark": False}
     p = _params_with(params_file, tmp_path, {"zsre": zsre}, tmp_path / "empty-data-dir")
@@ -150,29 +180,28 @@ def test_grid_cell_runs_every_T_and_skips_a_missing_dataset(params_file, tmp_pat
     reason = json.loads((tmp_path / "skipped" / "skipped.json").read_text())["reason"]
     assert "dataset file not found" in reason and "zsre_mend_edit.json" in reason
     # one explicit run (the CLI) fails with the message instead
-    proc = subprocess.run([sys.executable, "-m", "lifelong", "run", "--model", "t-gpt2", "--dataset", "zsre",
-                           "--editor", "ft", "--n-edits", "1", "--params", str(p), "--out", str(tmp_path / "x"),
-                           "--no-progress"], capture_output=True, text=True, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k != "LIFELONG_DATA_DIR"})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "dataset file not found" in proc.stderr and "The official file" in proc.stderr
+    monkeypatch.delenv("LIFELONG_DATA_DIR", raising=False)
+    code = _main("run", "--model", "t-gpt2", "--dataset", "zsre", "--editor", "ft", "--n-edits", "1", "--params", p,
+                 "--out", tmp_path / "x", "--no-progress")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "dataset file not found" in err and "The official file" in err
 
 
 REAL_ZSRE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zsre" / "zsre_mend_edit.json"
 
 
 @pytest.mark.skipif(not REAL_ZSRE.is_file(), reason=f"real ZsRE file {REAL_ZSRE} not present (see ../shared/data)")
-def test_cli_runs_real_zsre_with_generation_metrics(params_file, tmp_path):
+def test_cli_runs_real_zsre_with_generation_metrics(params_file, tmp_path, monkeypatch, capsys):
     zsre = {"loader": "zsre_mend", "path": "zsre/zsre_mend_edit.json", "target": "alt", "loc_question_mark": False,
             "metrics": ["exact_match"], "locality_pool": "zsre_train"}
     train = {"loader": "zsre_mend", "path": "zsre/zsre_mend_train-1k.json", "target": "answers",
              "loc_question_mark": False}
     p = _params_with(params_file, tmp_path, {"zsre": zsre, "zsre_train": train}, REAL_ZSRE.parents[1])
-    proc = subprocess.run([sys.executable, "-m", "lifelong", "run", "--model", "t-gpt2", "--dataset", "zsre",
-                           "--editor", "ft", "--n-edits", "2", "--params", str(p), "--out", str(tmp_path / "z"),
-                           "--no-progress"], capture_output=True, text=True, timeout=600,
-                          env={k: v for k, v in os.environ.items() if k != "LIFELONG_DATA_DIR"})
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.delenv("LIFELONG_DATA_DIR", raising=False)
+    code = _main("run", "--model", "t-gpt2", "--dataset", "zsre", "--editor", "ft", "--n-edits", "2", "--params", p,
+                 "--out", tmp_path / "z", "--no-progress")
+    assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "z" / "summary.json").read_text())
     per_edit = pd.read_csv(tmp_path / "z" / "per_edit.csv")
     assert summary["dataset"] == "zsre" and per_edit.uid.tolist() == [0, 1]
@@ -181,10 +210,19 @@ def test_cli_runs_real_zsre_with_generation_metrics(params_file, tmp_path):
 
 
 def test_an_edit_longer_than_the_context_is_refused_before_any_edit(params_file, tmp_path, monkeypatch):
-    from lifelong import runner
+    from lifelong.pipeline import runner
 
     monkeypatch.setattr(runner, "context_length", lambda model: 4)  # world edits are longer than 4 tokens
     with pytest.raises(LifelongError, match=r"dataset 'world': \d+ edit\(s\) have prompt \+ target longer than "
                                             r"the context of model 't-gpt2' \(4 tokens\), e.g. record 0"):
         run(_spec(params_file, tmp_path, model="t-gpt2", n_edits=2))
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "per_edit.csv").exists()
+
+
+def test_eval_at_must_fall_between_turns(params_file, tmp_path):
+    """An evaluation checkpoint scores exactly the edits made so far, so it must be a turn boundary."""
+    with pytest.raises(LifelongError, match=r"multiples of the editor's turn_size \(2\); got \[3\]"):
+        run(_spec(params_file, tmp_path, n_edits=4, eval_at=(3,), overrides={"turn_size": 2}))
+    run(_spec(params_file, tmp_path, n_edits=5, eval_at=(2, 4), overrides={"turn_size": 2}))
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert curve.n_edits.tolist() == [2, 4, 5]     # the last turn holds one edit: the final evaluation

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from lifelong.errors import LifelongError
-from lifelong.metrics import PairScores, score_pairs
-from lifelong.records import EditRecord
-from lifelong.scoring import (OOD_DELTA, PerplexityScores, exact_match, generation_exact_match, greedy_generate,
-                              locality_agreement, normalize_answer, target_nll, target_perplexity, temporal_ood,
-                              temporal_ood_pairs)
-from lifelong.testbed import TinyModelConfig, build_model, train_tokenizer
-from lifelong.tokenization import answer_ids, encode_pair
+from lifelong.core.errors import LifelongError
+from lifelong.eval.teacher_forced import PairScores, score_pairs
+from lifelong.core.records import EditRecord
+from lifelong.eval.generation import exact_match, generation_exact_match, greedy_generate, normalize_answer
+from lifelong.eval.perplexity import (OOD_DELTA, PerplexityScores, target_nll, target_perplexity, temporal_ood,
+                                      temporal_ood_pairs)
+from lifelong.eval.teacher_forced import locality_agreement
+from lifelong.pipeline.testbed import TinyModelConfig, build_model, train_tokenizer
+from lifelong.models.tokenization import answer_ids, encode_pair
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 
-from lifelong.errors import LifelongError
-from lifelong.tokenization import IGNORE, collate, encode_batch, encode_pair
+from lifelong.core.errors import LifelongError
+from lifelong.models.tokenization import IGNORE, collate, encode_batch, encode_pair
 
 
 def test_pair_convention(tiny_models):
@@ -38,7 +38,7 @@ def test_collate_right_pads(tiny_models):
 
 
 def test_collate_truncates_from_the_left():
-    from lifelong.tokenization import Encoded
+    from lifelong.models.tokenization import Encoded
 
     batch = collate([Encoded([1, 2, 3, 4, 5], [IGNORE, IGNORE, IGNORE, 9, 8])], max_length=3)
     assert batch.input_ids.tolist() == [[3, 4, 5]]

@@ -14,12 +14,13 @@ import torch
 
 from lifelong.editors import EditContext, build_hparams
 from lifelong.editors.ultraedit import UltraEditor, UltraEditHparams, pseudo_values, ridge_solve
-from lifelong.editors.ultraedit_stats import EPS, RunningStats
-from lifelong.errors import ConfigError, LifelongError
-from lifelong.metrics import reliability_pairs, score_pairs
-from lifelong.modeling import FAMILIES, get_module, weight_in_out
-from lifelong.records import EditRecord
-from lifelong.tokenization import IGNORE, answer_ids, collate, encode_pair, pad_id
+from lifelong.editors.ultraedit.stats import EPS, RunningStats
+from lifelong.core.errors import ConfigError, LifelongError
+from lifelong.eval.teacher_forced import reliability_pairs, score_pairs
+from lifelong.models.families import FAMILIES
+from lifelong.models.modules import get_module, weight_in_out
+from lifelong.core.records import EditRecord
+from lifelong.models.tokenization import IGNORE, answer_ids, collate, encode_pair, pad_id
 
 LLAMA_MODULES = ["model.layers.1.mlp.gate_proj", "model.layers.2.mlp.up_proj", "model.layers.2.mlp.down_proj"]
 
@@ -105,7 +106,7 @@ def test_capture_matches_autograd(model_and_tokenizer, family, world):
     model, tok = model_and_tokenizer
     fam = FAMILIES[family]
     # several modules, some downstream of others: gradients must flow through earlier edited modules
-    paths = [f"{fam.layers}.1.{fam.mlp_up[0]}", f"{fam.layers}.1.{fam.mlp_down}", f"{fam.layers}.3.{fam.mlp_down}"]
+    paths = [f"{fam.layers}.1.{fam.mlp_projections[1]}", f"{fam.layers}.1.{fam.mlp_out}", f"{fam.layers}.3.{fam.mlp_out}"]
     editor = make_editor(model, tok, family, modules=paths)
     batch = ref_minibatches(tok, list(world.records(0, 6)), 6)[0]
     loss, captured = editor.capture(batch)

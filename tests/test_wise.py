@@ -12,17 +12,19 @@ import pytest
 import torch
 
 from lifelong.editors import build_hparams
-from lifelong.editors.base import EditContext, fingerprint
-from lifelong.editors.merging import merge, ties_merge
-from lifelong.editors.wise import CLEAN_VARIANT, WiseEditor, WiseHparams, load_wise, save_wise
-from lifelong.editors.wise_data import build_rows
-from lifelong.editors.wise_memory import (CURRENT, MAIN, EarlyStopper, activation_scores, margin_loss,
+from lifelong.editors.artifact import load_edited, save_edited
+from lifelong.editors.base import EditContext
+from lifelong.editors.common.merging import merge, ties_merge
+from lifelong.editors.wise import CLEAN_VARIANT, WiseEditor, WiseHparams
+from lifelong.editors.wise.data import build_rows
+from lifelong.editors.wise.memory import (CURRENT, MAIN, EarlyStopper, activation_scores, margin_loss,
                                           random_mask, route_merge, route_retrieve)
-from lifelong.errors import LifelongError
-from lifelong.metrics import locality_pairs, reliability_pairs, score_pairs
-from lifelong.modeling import family_of, get_module
-from lifelong.testbed import TinyModelConfig, build_model, train_tokenizer
-from lifelong.tokenization import encode_batch
+from lifelong.core.errors import LifelongError
+from lifelong.eval.teacher_forced import reliability_pairs, score_pairs
+from lifelong.models.loading import fingerprint
+from lifelong.models.modules import family_of, get_module
+from lifelong.pipeline.testbed import TinyModelConfig, build_model, train_tokenizer
+from lifelong.models.tokenization import encode_batch
 
 FAST = dict(n_iter=4, template_lengths=(2, 3), layer=2)
 
@@ -456,9 +458,9 @@ def test_routing_per_sequence_in_a_batch(edited_llama):
 
 def test_save_reload_query(edited_llama, tiny_models, tmp_path):
     editor, model, tok, base, recs = edited_llama
-    save_wise(editor, tmp_path / "wise")
+    save_edited(editor, tmp_path / "wise")
     fresh, _ = tiny_models("llama")
-    loaded = load_wise(fresh, tok, tmp_path / "wise")
+    loaded = load_edited(tmp_path / "wise", model=fresh, tokenizer=tok)
     assert loaded.thresholds() == editor.thresholds() and loaded.finalized
     pairs = mixed_pairs(recs)
     want, _ = logits_of(model, tok, pairs)
@@ -471,10 +473,10 @@ def test_save_reload_query(edited_llama, tiny_models, tmp_path):
 
 def test_load_on_different_base_refused(edited_llama, random_models, tmp_path):
     editor, model, tok, base, recs = edited_llama
-    save_wise(editor, tmp_path / "wise")
+    save_edited(editor, tmp_path / "wise")
     other, other_tok = random_models("llama")
     with pytest.raises(LifelongError, match="hidden_size: saved 64, this model 32"):
-        load_wise(other, other_tok, tmp_path / "wise")
+        load_edited(tmp_path / "wise", model=other, tokenizer=other_tok)
     assert type(get_module(other, editor.path)).__name__ != "WiseAdapter"
 
 

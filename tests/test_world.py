@@ -1,6 +1,6 @@
 from itertools import islice
 
-from lifelong.world import RELATIONS, World, WorldConfig
+from lifelong.data.world import RELATIONS, World, WorldConfig
 
 
 def test_deterministic():
@@ -51,7 +51,7 @@ def test_locality_and_pool_are_disjoint_from_edits():
 def test_length_bucketed_batches_cover_every_sentence_once_with_similar_lengths():
     import torch
 
-    from lifelong.testbed import _length_bucketed_batches
+    from lifelong.pipeline.testbed import _length_bucketed_batches
 
     gen = torch.Generator().manual_seed(0)
     lengths = torch.cat([torch.full((300,), 10), torch.full((100,), 80)])[torch.randperm(400, generator=gen)]

@@ -1,16 +1,24 @@
-"""Editor registry. A new editor is one file in this folder plus one line here."""
+"""Editor registry. A new editor is one package in this folder plus one line here.
+
+    base.py      the Editor interface and its two bases (WeightEditor, AdapterEditor)
+    artifact.py  saving an edited model (save_pretrained + the editor's state) and loading it back
+    common/      what several editors share: hooks, adapters, templates, subject positions,
+                 layer statistics (covariance), merging
+"""
 from __future__ import annotations
 
 import importlib
 from typing import Any, Mapping
 
-from ..config import deep_merge, fill
-from ..errors import unknown_name
-from .base import EditContext, Editor, EditorHparams
+from ..core.config import deep_merge, fill
+from ..core.errors import unknown_name
+from .base import AdapterEditor, EditContext, Editor, EditorHparams, WeightEditor
 
-# name -> "module:Class" (imported lazily, so one broken editor never breaks the others)
+# name -> "module:Class" (imported lazily, so one broken editor never breaks the others). The name is also
+# the editor's package in this folder, which the pipeline's stages depend on (dvc.yaml).
 EDITORS: dict[str, str] = {
     "ft": "lifelong.editors.ft:FTEditor",
+    "ft_l": "lifelong.editors.ft_l:FTLEditor",
     "ultraedit": "lifelong.editors.ultraedit:UltraEditor",
     "wise": "lifelong.editors.wise:WiseEditor",
 }
@@ -38,4 +46,5 @@ def build_hparams(name: str, params: Mapping[str, Any], family: str,
     return fill(cls.hparams_class, merged, where=where)
 
 
-__all__ = ["EDITORS", "EditContext", "Editor", "EditorHparams", "build_hparams", "editor_class"]
+__all__ = ["EDITORS", "AdapterEditor", "EditContext", "Editor", "EditorHparams", "WeightEditor", "build_hparams",
+           "editor_class"]

@@ -1,0 +1,134 @@
+"""Generation metrics: greedy decoding and exact match (the "Mirage of Model Editing" critique of
+teacher forcing).
+
+* `generation_exact_match`: greedy decoding of exactly as many tokens as the target has (under the
+  repo's (prompt, " " + answer) convention), decoded and compared after SQuAD-style normalisation
+  (lowercase, punctuation, articles a/an/the and extra whitespace removed). Batched with left
+  padding and explicit position ids, so a batch gives the same tokens as one prompt at a time.
+
+All model passes run under no_grad in eval mode, in length-sorted batches, results in input order.
+"""
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import LifelongError
+from ..models.tokenization import answer_ids, pad, pad_id
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ASCII_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+# -- exact match -----------------------------------------------------------------------------------
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style: lowercase; delete punctuation (ASCII string.punctuation as SQuAD does, plus any
+    Unicode P* character): "U.S.A." -> "usa", "Sleater-Kinney" -> "sleaterkinney"; drop the articles
+    a/an/the; collapse whitespace."""
+    text = text.lower()
+    if text.isascii():
+        text = text.translate(_ASCII_PUNCT)
+    else:
+        text = "".join(ch for ch in text
+                       if ch not in string.punctuation and not unicodedata.category(ch).startswith("P"))
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, target: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(target)
+
+
+@dataclass
+class GenerationScores:
+    exact_match: np.ndarray        # [n] 1.0 / 0.0 after normalisation
+    token_match: np.ndarray        # [n] 1.0 if the generated ids equal the target ids exactly
+    generations: list[str]         # decoded greedy continuations
+    generated_ids: list[list[int]]
+
+    @property
+    def mean(self) -> float:
+        return float(self.exact_match.mean()) if len(self.exact_match) else float("nan")
+
+
+def _device(model, device):
+    return device or next(model.parameters()).device
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[int], *, batch_size: int = 64,
+                    device: torch.device | str | None = None, max_length: int | None = None) -> list[list[int]]:
+    """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop).
+
+    Prompts are left-padded; position ids count real tokens only, so each row sees the positions it
+    would see alone. With max_length, a prompt is cut from the left to leave room for its tokens.
+    """
+    if len(prompts) != len(lengths):
+        raise LifelongError(f"greedy_generate: {len(prompts)} prompts but {len(lengths)} lengths")
+    device = _device(model, device)
+    encoded = []
+    for prompt, n in zip(prompts, lengths):
+        ids = tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise LifelongError(f"prompt {prompt!r} tokenizes to nothing (and the tokenizer adds no BOS)")
+        if max_length is not None:
+            ids = ids[-max(1, max_length - n):]
+        encoded.append(ids)
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), lengths[i]))
+    pid = pad_id(tokenizer)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = [i for i in order[start:start + batch_size] if lengths[i] > 0]
+            if not idx:
+                continue
+            steps = max(lengths[i] for i in idx)
+            ids, mask = pad([encoded[i] for i in idx], pid, side="left")
+            ids, mask = ids.to(device), mask.to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            generated = []
+            for step in range(steps):
+                nxt = result.logits[:, -1].argmax(-1)
+                generated.append(nxt)
+                if step + 1 == steps:
+                    break
+                mask = torch.cat([mask, mask.new_ones((len(idx), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+                result = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
+                               past_key_values=result.past_key_values, use_cache=True)
+            tokens = torch.stack(generated, dim=1).cpu().tolist()
+            for row, i in enumerate(idx):
+                out[i] = tokens[row][: lengths[i]]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def generation_exact_match(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64,
+                           device: torch.device | str | None = None, max_length: int | None = None,
+                           drop_lone_space: bool = False) -> GenerationScores:
+    """Greedy-decode len(target tokens) tokens after each prompt and compare to the target."""
+    targets = [answer_ids(tokenizer, a, drop_lone_space=drop_lone_space) for _, a in pairs]
+    for (prompt, answer), t in zip(pairs, targets):
+        if not t:
+            raise LifelongError(f"answer {answer!r} (prompt {prompt!r}) tokenizes to nothing")
+    generated = greedy_generate(model, tokenizer, [p for p, _ in pairs], [len(t) for t in targets],
+                                batch_size=batch_size, device=device, max_length=max_length)
+    eos = tokenizer.eos_token_id
+    texts = []
+    for ids in generated:
+        cut = ids.index(eos) if eos is not None and eos in ids else len(ids)
+        texts.append(tokenizer.decode(ids[:cut], skip_special_tokens=True))
+    em = np.array([float(exact_match(text, answer)) for text, (_, answer) in zip(texts, pairs)])
+    tok = np.array([float(g == t) for g, t in zip(generated, targets)])
+    return GenerationScores(em, tok, texts, generated)

@@ -1,0 +1,90 @@
+"""Metrics, exactly as the papers compute them.
+
+`token_accuracy` is the authors' `succ_ratios` (UltraEdit) and EasyEdit's teacher-forced accuracy:
+per sample, the fraction of answer tokens whose argmax (given the gold prefix) is right; the score
+of a set is the unweighted mean over samples, never over tokens.
+
+`score_pairs` runs it over any number of (prompt, answer) pairs in large, length-sorted batches,
+and also returns the argmax tokens at the answer positions, which locality-as-agreement
+(EasyEdit/WISE: post-edit argmax == pre-edit argmax) needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..core.errors import LifelongError
+from ..models.tokenization import IGNORE, collate, encode_pair, pad_id
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample teacher-forced accuracy. labels are pre-shifted; -100 positions never count."""
+    valid = labels != IGNORE
+    hits = (logits.argmax(-1) == labels) & valid
+    return hits.sum(-1).float() / valid.sum(-1).clamp(min=1).float()
+
+
+@dataclass
+class PairScores:
+    accuracy: np.ndarray            # [n] per-pair token accuracy
+    predictions: list[np.ndarray]   # per pair, argmax tokens at the answer positions
+
+    def agreement(self, reference: "PairScores") -> np.ndarray:
+        """Per-pair fraction of answer positions where predictions equal `reference`'s."""
+        return np.array([float(np.mean(a == b)) if len(a) else 1.0
+                         for a, b in zip(self.predictions, reference.predictions)])
+
+
+@torch.no_grad()
+def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 256,
+                device: torch.device | str | None = None, max_length: int | None = None) -> PairScores:
+    """Teacher-forced accuracy of each (prompt, answer) pair under `model`."""
+    device = device or next(model.parameters()).device
+    encoded = [encode_pair(tokenizer, p, a) for p, a in pairs]
+    # Length-sorted batches waste little on padding; results are put back in input order.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    accuracy = np.zeros(len(encoded), dtype=np.float64)
+    predictions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(encoded)
+    pid = pad_id(tokenizer)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
+        logits = model(**batch.model_inputs()).logits
+        acc = token_accuracy(logits, batch.labels).cpu().numpy()
+        argmax = logits.argmax(-1).cpu().numpy()
+        labels = batch.labels.cpu().numpy()
+        for row, i in enumerate(idx):
+            accuracy[i] = acc[row]
+            predictions[i] = argmax[row][labels[row] != IGNORE]
+    model.train(was_training)
+    return PairScores(accuracy, predictions)
+
+
+def reliability_pairs(records) -> list[tuple[str, str]]:
+    return [(r.prompt, r.target) for r in records]
+
+
+def generalization_pairs(records) -> list[tuple[str, str]]:
+    return [(r.rephrase, r.target) for r in records if r.rephrase]
+
+
+def locality_pairs(records) -> list[tuple[str, str]]:
+    return [(r.locality_prompt, r.locality_answer) for r in records if r.locality_prompt]
+
+
+def locality_agreement(post: PairScores, pre: PairScores) -> np.ndarray:
+    """Per locality pair: fraction of answer positions where the edited model's argmax equals the
+    unedited model's (`pre`, computed on the same pairs before any edit). 1.0 = unchanged."""
+    if len(post.predictions) != len(pre.predictions):
+        raise LifelongError(f"locality_agreement: {len(post.predictions)} post-edit pairs but "
+                            f"{len(pre.predictions)} pre-edit pairs; score the same pairs before and after")
+    for i, (a, b) in enumerate(zip(post.predictions, pre.predictions)):
+        if len(a) != len(b):
+            raise LifelongError(f"locality_agreement: pair {i} has {len(a)} answer positions after the edit and "
+                                f"{len(b)} before; pre and post must use the same pairs and tokenizer")
+    return post.agreement(pre)

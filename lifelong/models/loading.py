@@ -1,0 +1,87 @@
+"""Loading a model named in params.yaml, and identifying it (fingerprints for checkpoints and artefacts)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError, LifelongError
+from ..core.paths import resolve
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_VOLATILE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures")
+
+
+def resolve_model(name: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """params.yaml `models.NAME` -> (local path or hub id, dtype)."""
+    models = params.get("models") or {}
+    if name not in models:
+        raise LifelongError(f"unknown model {name!r}; known models: {', '.join(sorted(models)) or '(none)'}")
+    entry = models[name] or {}
+    dtype = entry.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ConfigError(f"params.yaml models.{name}.dtype: expected one of {list(DTYPES)}, got {dtype!r}")
+    if entry.get("hub"):
+        return str(entry["hub"]), dtype
+    if not entry.get("path"):
+        raise ConfigError(f"params.yaml models.{name}: needs `path` (a local model) or `hub` (a hub id)")
+    path = resolve(entry["path"])
+    if not (path / "config.json").exists():
+        raise LifelongError(f"model {name!r} is not built yet: {path} has no config.json. "
+                            f"Build it with `dvc repro pretrain@{name}` (or `make repro`).")
+    return str(path), dtype
+
+
+def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
+    """Load a causal LM and its tokenizer through the Auto classes (the hub path a GPU user takes too)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars are noise in logs and notebooks
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=DTYPES[dtype])
+    except OSError as exc:
+        raise LifelongError(f"could not load model {path_or_id!r}: {str(exc).splitlines()[0]}. "
+                            "Testbed models are built by `dvc repro pretrain`; hub models need network access.") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    model.requires_grad_(False)  # editors switch on exactly what they train
+    return model, tokenizer
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The longest input the model takes (position embeddings), if its config says."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def config_dict(model: nn.Module) -> dict[str, Any]:
+    """The model's config without the keys that change with the file or the library version."""
+    cfg = model.config.to_dict()
+    for key in _VOLATILE:
+        cfg.pop(key, None)
+    return cfg
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's config: checkpoints and saved editors refuse other base models."""
+    return hashlib.sha256(json.dumps(config_dict(model), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], limit: int = 12) -> str:
+    """'key: saved A, this model B; ...' for the config keys that differ."""
+    absent = "<absent>"
+    keys = sorted(k for k in set(saved) | set(current) if saved.get(k, absent) != current.get(k, absent))
+    parts = [f"{k}: saved {saved.get(k, absent)!r}, this model {current.get(k, absent)!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"... {len(keys) - limit} more")
+    return "; ".join(parts) or "(none in the config dict; fingerprints differ)"

@@ -1,0 +1,186 @@
+"""Aggregate runs into one tidy table and the seaborn figures in reports/.
+
+The list of expected runs comes from params.yaml's grid, never from a glob, so results left on disk
+by an older, larger grid are not silently mixed in (a DVC gotcha). A missing run is an error.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..core import io
+from ..core.errors import LifelongError
+from ..eval import registry
+from .cell import cell_name, expected_cells, protocol
+
+METRICS = registry.HEADLINE
+CORE_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *registry.CORE,
+               *(f"pre_{m}" for m in METRICS))
+OPTIONAL_FIELDS = tuple(k for k in registry.summary_columns() if k not in CORE_FIELDS)   # a dataset's `metrics:`
+SUMMARY_FIELDS = (*CORE_FIELDS, *OPTIONAL_FIELDS, "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
+
+
+def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, skipped): one row per grid run with the summary's headline fields, and one row per
+    cell skipped because its dataset file was not in the data directory. The expected runs come from
+    params.yaml (each dataset's protocol), never from a glob. A missing run is an error."""
+    rows, skipped, missing = [], [], []
+    for model, dataset, editor in expected_cells(params[grid]):
+        cell = Path(runs_dir) / cell_name(model, dataset, editor)
+        if (cell / "skipped.json").exists():
+            skipped.append(io.read_json(cell / "skipped.json"))
+            continue
+        for n in protocol(params, dataset, grid).n_edits:
+            path = cell / f"T{int(n)}" / "summary.json"
+            if not path.exists():
+                missing.append(str(path))
+                continue
+            s = io.read_json(path)
+            rows.append({k: s.get(k) for k in SUMMARY_FIELDS})
+    if missing:
+        raise LifelongError(f"{len(missing)} grid run(s) have no summary, e.g. {missing[0]}; run `dvc repro` first")
+    results = pd.DataFrame(rows, columns=list(SUMMARY_FIELDS))
+    results = results.drop(columns=[c for c in OPTIONAL_FIELDS if results[c].isna().all()])  # metrics not asked for
+    return results, pd.DataFrame(skipped, columns=["model", "dataset", "editor", "reason"])
+
+
+def tidy(results: pd.DataFrame) -> pd.DataFrame:
+    """Long format: one row per (run, metric), with the unedited model as editor 'unedited'."""
+    keep = ["model", "dataset", "editor", "n_edits"]
+    post = results.melt(id_vars=keep, value_vars=list(METRICS), var_name="metric", value_name="value")
+    # pre-edit scores do not depend on the editor: one "unedited" line per (model, dataset, T)
+    pre = (results.drop(columns=list(METRICS)).rename(columns={f"pre_{m}": m for m in METRICS})
+           .drop_duplicates(["model", "dataset", "n_edits"]))
+    pre = pre.assign(editor="unedited").melt(id_vars=keep, value_vars=list(METRICS), var_name="metric",
+                                             value_name="value")
+    return pd.concat([post, pre], ignore_index=True)
+
+
+def plot_metrics_vs_edits(results: pd.DataFrame, path: str | Path, dataset: str | None = None):
+    """Reliability / generalization / locality against T: one line per editor, one panel per model."""
+    import seaborn as sns
+
+    data = tidy(results)
+    if dataset is not None:
+        data = data[data.dataset == dataset]
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=data, x="n_edits", y="value", hue="editor", style="editor", col="model",
+                       row="metric", kind="line", markers=True, dashes=False, height=2.6, aspect=1.25,
+                       facet_kws={"margin_titles": True, "sharey": True})
+    grid.set(xscale="log", ylim=(-0.03, 1.03))
+    grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    title = f"Editing the testbed: {dataset}" if dataset else "Editing results"
+    grid.figure.suptitle(title, y=1.02)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def pre_edit_table(results: pd.DataFrame) -> pd.DataFrame:
+    """What each unedited model knows of each dataset: pre-edit scores of the edited records, one
+    row per (dataset, model). Pre-edit scores do not depend on the editor; the largest T's records
+    are a superset of the others', so its rows are used."""
+    cols = [c for c in ("pre_reliability", "pre_generalization", "pre_locality", "pre_reliability_em",
+                        "pre_target_ppl_clip100") if c in results]
+    top = results[results.n_edits == results.groupby(["model", "dataset"]).n_edits.transform("max")]
+    return top.groupby(["dataset", "model"])[cols].mean()
+
+
+def plot_datasets(results: pd.DataFrame, path: str | Path):
+    """One panel per (metric, dataset): each editor's score against T, mean and range over the models."""
+    import seaborn as sns
+
+    data = tidy(results)
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=data, x="n_edits", y="value", hue="editor", style="editor", col="dataset",
+                       row="metric", kind="line", markers=True, dashes=False, errorbar=("pi", 100), height=2.6,
+                       aspect=1.25, facet_kws={"margin_titles": True, "sharey": True})
+    grid.set(xscale="log", ylim=(-0.03, 1.03))
+    grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.figure.suptitle("Editing results per dataset (mean over the testbed models; band: min to max)", y=1.02)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def plot_perplexity(results: pd.DataFrame, path: str | Path, dataset: str = "hallucination"):
+    """WISE Hallucination: target perplexity (each edit clipped at 100, spec B13) against T."""
+    import seaborn as sns
+
+    data = results[results.dataset == dataset]
+    post = data[["model", "editor", "n_edits", "target_ppl_clip100"]].rename(columns={"target_ppl_clip100": "ppl"})
+    pre = (data.drop_duplicates(["model", "n_edits"])[["model", "n_edits", "pre_target_ppl_clip100"]]
+           .rename(columns={"pre_target_ppl_clip100": "ppl"}).assign(editor="unedited"))
+    sns.set_theme(style="whitegrid", context="notebook")
+    grid = sns.relplot(data=pd.concat([post, pre]), x="n_edits", y="ppl", hue="editor", style="editor", col="model",
+                       kind="line", markers=True, dashes=False, height=2.8, aspect=1.2)
+    grid.set(xscale="log", ylim=(0.9, 105))
+    grid.set_axis_labels("edits before evaluation (T)", "target perplexity (clip 100; lower is better)")
+    grid.figure.suptitle(f"{dataset}: perplexity of the new text", y=1.03)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit scaling"):
+    """Metrics of all edits made so far against the number of edits (one run's evaluation checkpoints)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = curve.melt(id_vars=["n_edits"], value_vars=[m for m in METRICS if m in curve],
+                      var_name="metric", value_name="value")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(data=long, x="n_edits", y="value", hue="metric", marker="o", ax=ax)
+    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="edits made so far", ylabel="token accuracy", title=title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def headline(results: pd.DataFrame) -> dict[str, Any]:
+    """Small metrics file for `dvc metrics show`: per dataset and editor, the mean over models at the largest T."""
+    out: dict[str, Any] = {}
+    top = results[results.n_edits == results.n_edits.max()]
+    for (dataset, editor), group in top.groupby(["dataset", "editor"]):
+        entry = {m: round(float(group[m].mean()), 4) for m in METRICS if group[m].notna().any()}
+        if "target_ppl_clip100" in group and group.target_ppl_clip100.notna().any():
+            entry["target_ppl_clip100"] = round(float(group.target_ppl_clip100.mean()), 3)
+        entry["seconds_per_edit"] = round(float(group.seconds_per_edit.mean()), 4)
+        out.setdefault(dataset, {})[editor] = entry
+    out["largest_T"] = int(results.n_edits.max())
+    return out
+
+
+def collect_sequential(params: dict[str, Any], directory: str | Path) -> pd.DataFrame:
+    """The WISE sequential runs (one per mode in params.yaml `wise_sequential.modes`)."""
+    section = params.get("wise_sequential") or {}
+    rows = []
+    for mode in section.get("modes") or {}:
+        path = Path(directory) / mode / f"T{int(section['n_edits'])}" / "summary.json"
+        if not path.exists():
+            raise LifelongError(f"missing {path}; run `dvc repro wise_sequential` first")
+        s = io.read_json(path)
+        rows.append({"mode": mode, "model": s["model"], "n_edits": s["n_edits"],
+                     **{m: s[m] for m in (*METRICS, "locality_agreement", "seconds_per_edit")},
+                     "memories": (s.get("editor_report") or {}).get("memories")})
+    return pd.DataFrame(rows)
+
+
+def plot_sequential(frame: pd.DataFrame, path: str | Path, title: str = "WISE-Merge vs WISE-Retrieve"):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    long = frame.melt(id_vars=["mode"], value_vars=list(METRICS), var_name="metric", value_name="value")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    sns.barplot(data=long, x="metric", y="value", hue="mode", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="token accuracy",
+           title=f"{title} (T={int(frame.n_edits.iloc[0])})" if len(frame) else title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig

@@ -1,0 +1,281 @@
+"""Run one experiment: (model, dataset, editor, number of edits, hyperparameters) -> results on disk.
+
+Protocol. The first `n_edits * n_blocks` records are split into `n_blocks` blocks of `n_edits`.
+Each block starts from the unedited model (`editor.reset()`), is edited in turns of
+`hparams.turn_size`, finalised, and evaluated on all of its edits (the WISE paper's "evaluate after
+the T-th edit, then roll back"; with n_blocks = 1 it is UltraEdit's single lifelong stream).
+`eval_at` adds evaluation checkpoints inside a block, at turn boundaries: at each count, every edit
+made so far is scored, which gives a whole scaling curve from one run.
+
+The run is four steps, each a function: `setup` (load, validate, resume), `edit_block` (the turns
+of one block), `evaluate` (score the edits made so far) and `finish` (write the results).
+
+Outputs in `out_dir` (all written atomically):
+  summary.json   headline metrics, pre-edit metrics, timings, peak memory, metric definitions
+  per_edit.csv   one row per edit
+  curve.csv      one row per evaluation checkpoint (when eval_at is given)
+  checkpoint.pt  every `checkpoint_every` turns; `resume=True` continues from it (tensors + JSON)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ..core import io
+from ..core.config import load_params
+from ..core.errors import LifelongError
+from ..core.paths import PARAMS
+from ..data import dataset_metrics, load_dataset, locality_pool
+from ..editors import EditContext, Editor, EditorHparams, build_hparams, editor_class
+from ..eval import registry
+from ..eval.evaluate import Predictions, Scores, chunked, score_stream
+from ..models.loading import context_length, fingerprint, load_model, resolve_model
+from ..models.modules import family_of
+from . import checkpoint
+from .checkpoint import RunState
+
+# Called after each checkpoint is written, with (block, turns done in the block). Tests inject one that
+# kills the process, to prove that a resumed run gives the results of an uninterrupted one.
+OnCheckpoint = Callable[[int, int], None]
+
+
+@dataclass
+class RunSpec:
+    model: str
+    dataset: str
+    editor: str
+    n_edits: int
+    out_dir: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    n_blocks: int = 1
+    eval_at: tuple[int, ...] = ()
+    checkpoint_every: int = 0          # turns; 0 = never
+    resume: bool = False
+    seed: int = 0
+    params_path: Path = PARAMS
+    eval_batch_size: int = 256
+    device: str = "auto"
+    progress: bool = True
+    save_model: Path | None = None     # save the edited model of the last block here (editors/artifact.py)
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed."""
+        return {"model": self.model, "dataset": self.dataset, "editor": self.editor, "n_edits": self.n_edits,
+                "n_blocks": self.n_blocks, "eval_at": list(self.eval_at), "seed": self.seed,
+                "overrides": dict(sorted(self.overrides.items()))}
+
+
+@dataclass
+class Run:
+    """One experiment, set up: what every step needs."""
+
+    spec: RunSpec
+    source: Any                        # the dataset (data/base.EditSource)
+    options: tuple[str, ...]           # the dataset's optional metrics (eval/registry.OPTIONS)
+    model: torch.nn.Module
+    tokenizer: Any
+    hparams: EditorHparams
+    editor: Editor
+    out: Path
+    max_length: int | None             # the model's context; longer evaluation inputs are cut from the left
+    state: RunState
+
+    @property
+    def turns_per_block(self) -> int:
+        return math.ceil(self.spec.n_edits / self.hparams.turn_size)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def identity(self) -> dict[str, Any]:
+        return self.spec.identity() | {"hparams": dataclasses.asdict(self.hparams)}
+
+
+def run(spec: RunSpec, *, on_checkpoint: OnCheckpoint | None = None) -> dict[str, Any]:
+    """Run the experiment of `spec` (resuming it if asked) and return its summary."""
+    r = setup(spec)
+    if r.state.pre is None:  # pre-edit scores of every record the run will edit
+        t0 = time.perf_counter()
+        r.state.pre = score_stream(r.model, r.tokenizer, r.source.records(0, spec.n_edits * spec.n_blocks),
+                                   batch_size=spec.eval_batch_size, extras=r.options, max_length=r.max_length)
+        r.state.eval_seconds += time.perf_counter() - t0
+    bar = tqdm(total=r.turns_per_block * spec.n_blocks, initial=r.state.block * r.turns_per_block + r.state.turn,
+               desc=f"{spec.editor} on {spec.model}", unit="turn", disable=not spec.progress)
+    for block in range(r.state.block, spec.n_blocks):
+        edit_block(r, block, bar, on_checkpoint)
+    bar.close()
+    return finish(r)
+
+
+def setup(spec: RunSpec) -> Run:
+    """Load everything, check the request against the data and the model, and resume if asked."""
+    params = load_params(spec.params_path)
+    if spec.n_edits < 1 or spec.n_blocks < 1:
+        raise LifelongError(f"--n-edits and --blocks must be >= 1 (got {spec.n_edits}, {spec.n_blocks})")
+    source = load_dataset(spec.dataset, params)
+    options = dataset_metrics(spec.dataset, params)
+    needed = spec.n_edits * spec.n_blocks
+    if needed > len(source):
+        raise LifelongError(f"dataset {spec.dataset!r} holds {len(source)} edits; the run needs "
+                            f"{spec.n_edits} x {spec.n_blocks} block(s) = {needed}")
+    bad_eval = [k for k in spec.eval_at if not 1 <= k <= spec.n_edits]
+    if bad_eval:
+        raise LifelongError(f"--eval-at values must lie in 1..{spec.n_edits}; got {bad_eval}")
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
+    path, dtype = resolve_model(spec.model, params)
+    model, tokenizer = load_model(path, dtype=dtype, device=device)
+    family = family_of(model)
+    hparams = build_hparams(spec.editor, params, family.name, spec.overrides, model=spec.model)
+    off_turn = [k for k in spec.eval_at if k % hparams.turn_size and k != spec.n_edits]
+    if off_turn:  # evaluation happens between turns: k edits must be exactly the edits made so far
+        raise LifelongError(f"--eval-at values must be multiples of the editor's turn_size ({hparams.turn_size}); "
+                            f"got {off_turn}")
+    checkpoint.seed_everything(spec.seed)
+    context = EditContext(family=family, device=torch.device(device), seed=spec.seed,
+                          locality_pool=locality_pool(spec.dataset, params, source),
+                          model_fingerprint=fingerprint(model))
+    editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r = Run(spec, source, options, model, tokenizer, hparams, editor, out, context_length(model), RunState())
+    if spec.resume and r.checkpoint_path.exists():
+        r.state = checkpoint.load(r.checkpoint_path, r.identity(), editor)
+        print(f"resumed from {r.checkpoint_path}: block {r.state.block}, turn {r.state.turn}")
+    elif spec.resume:
+        print(f"note: no checkpoint at {r.checkpoint_path}; starting from the beginning")
+    if r.state.pre is None and r.max_length:  # before any edit: every edit must fit the model
+        _check_context(source.records(0, needed), tokenizer, r.max_length, spec)
+    return r
+
+
+def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = None) -> None:
+    """The turns of one block (from where a resumed run stands), its evaluation checkpoints, its final
+    evaluation, and its per-edit rows."""
+    spec, state, turn_size = r.spec, r.state, r.hparams.turn_size
+    first = block * spec.n_edits
+    if state.turn == 0 and block > 0:
+        r.editor.reset()  # roll back to the unedited model between blocks
+    stream = r.source.records(first + state.turn * turn_size, first + spec.n_edits)
+    for turn in range(state.turn, r.turns_per_block):
+        t0 = time.perf_counter()
+        stats = r.editor.edit_turn(list(islice(stream, turn_size)))
+        state.edit_seconds += time.perf_counter() - t0
+        state.turn = turn + 1
+        done = min(state.turn * turn_size, spec.n_edits)
+        bar.update(1)
+        if stats:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if isinstance(v, (int, float))}, refresh=False)
+        if done in spec.eval_at and done < spec.n_edits:
+            state.curve.append(evaluate(r, first, done).means()
+                               | {"block": block, "n_edits": done, "edit_seconds": state.edit_seconds})
+        if spec.checkpoint_every and state.turn % spec.checkpoint_every == 0 and state.turn < r.turns_per_block:
+            checkpoint.save(r.checkpoint_path, r.identity(), r.editor, state)
+            if on_checkpoint is not None:
+                on_checkpoint(block, state.turn)
+    t0 = time.perf_counter()
+    r.editor.finalize()
+    state.edit_seconds += time.perf_counter() - t0
+    scores = evaluate(r, first, spec.n_edits)
+    if spec.eval_at:
+        state.curve.append(scores.means() | {"block": block, "n_edits": spec.n_edits,
+                                             "edit_seconds": state.edit_seconds})
+    state.rows.append(_rows(r, first, block, scores))
+    state.block, state.turn = block + 1, 0
+    if spec.checkpoint_every and block + 1 < spec.n_blocks:
+        checkpoint.save(r.checkpoint_path, r.identity(), r.editor, state)
+
+
+def evaluate(r: Run, first: int, count: int) -> Scores:
+    """Score the first `count` edits of the block that starts at record `first`."""
+    t0 = time.perf_counter()
+    reference = Predictions.from_list(r.state.pre.locality_predictions.slice(first, first + count))
+    scores = score_stream(r.model, r.tokenizer, r.source.records(first, first + count),
+                          batch_size=r.spec.eval_batch_size, reference=reference, extras=r.options,
+                          max_length=r.max_length)
+    r.state.eval_seconds += time.perf_counter() - t0
+    return scores
+
+
+def finish(r: Run) -> dict[str, Any]:
+    """Write per_edit.csv, curve.csv, summary.json (and the edited model if asked); drop the checkpoint."""
+    per_edit = pd.concat(r.state.rows, ignore_index=True)
+    summary = _summary(r, per_edit)
+    io.write_csv(r.out / "per_edit.csv", per_edit)
+    if r.spec.eval_at:
+        io.write_csv(r.out / "curve.csv", pd.DataFrame(r.state.curve))
+    if r.spec.save_model is not None:
+        from ..editors.artifact import save_edited
+
+        save_edited(r.editor, r.spec.save_model)
+    io.write_json(r.out / "summary.json", summary)
+    r.checkpoint_path.unlink(missing_ok=True)
+    return summary
+
+
+def _rows(r: Run, first: int, block: int, scores: Scores) -> pd.DataFrame:
+    n, pre = r.spec.n_edits, r.state.pre
+    sl = slice(first, first + n)
+    uids = [rec.uid for rec in r.source.records(first, first + n)]
+    post = scores.columns()
+    pre_columns = {f"pre_{k}": v[sl] for k, v in pre.columns().items() if k != "locality_agreement"}
+    # core post, core pre, then each optional metric's post and pre columns
+    ordered = {k: post[k] for k in registry.CORE} | {f"pre_{k}": pre_columns[f"pre_{k}"] for k in registry.CORE
+                                                     if f"pre_{k}" in pre_columns}
+    ordered |= {k: v for k, v in post.items() if k not in ordered}
+    ordered |= {k: v for k, v in pre_columns.items() if k not in ordered}
+    return pd.DataFrame({"block": block, "index": np.arange(first, first + n), "uid": uids, **ordered})
+
+
+def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
+    spec, state = r.spec, r.state
+    metrics = [c for c in per_edit.columns if c in registry.METRICS]
+    values: dict[str, Any] = {}
+    for name in metrics:
+        values |= registry.summarize(name, per_edit[name].to_numpy())
+    for name in metrics:
+        if f"pre_{name}" in per_edit:
+            values |= registry.summarize(name, per_edit[f"pre_{name}"].to_numpy(), prefix="pre_")
+    return {
+        "model": spec.model, "family": family_of(r.model).name, "dataset": spec.dataset, "editor": spec.editor,
+        "n_edits": spec.n_edits, "n_blocks": spec.n_blocks, "seed": spec.seed, **values,
+        "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
+        "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "hparams": dataclasses.asdict(r.hparams),
+        "editor_report": r.editor.report(),
+        "metric_definitions": registry.definitions(metrics),
+        "protocol": f"{spec.n_blocks} block(s) of {spec.n_edits} edits; each block starts from the unedited "
+                    "model and is evaluated after its last edit",
+    }
+
+
+def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> None:
+    """Editors train on prompt + target in full, so an edit longer than the model's context is refused
+    up front, naming the records. (Evaluation instead cuts long inputs from the left, keeping the answer.)"""
+    too_long, offset = [], 0
+    for block in chunked(records, chunk):
+        prompts = tokenizer([r.prompt for r in block])["input_ids"]
+        answers = tokenizer([" " + r.target for r in block], add_special_tokens=False)["input_ids"]
+        for i, (p, a) in enumerate(zip(prompts, answers)):
+            if len(p) + len(a) - 1 > max_length:
+                too_long.append((offset + i, block[i].uid, len(p) + len(a) - 1))
+        offset += len(block)
+    if too_long:
+        examples = ", ".join(f"record {i} (uid {u}): {n} tokens" for i, u, n in too_long[:3])
+        raise LifelongError(
+            f"dataset {spec.dataset!r}: {len(too_long)} edit(s) have prompt + target longer than the context of "
+            f"model {spec.model!r} ({max_length} tokens), e.g. {examples}. Skip them with "
+            f"datasets.{spec.dataset}.max_prompt_chars and long_prompts: skip, or use a model with a longer context.")
