@@ -226,3 +226,11 @@ def test_eval_at_must_fall_between_turns(params_file, tmp_path):
     run(_spec(params_file, tmp_path, n_edits=5, eval_at=(2, 4), overrides={"turn_size": 2}))
     curve = pd.read_csv(tmp_path / "curve.csv")
     assert curve.n_edits.tolist() == [2, 4, 5]     # the last turn holds one edit: the final evaluation
+
+
+def test_a_failed_turn_names_the_turn_and_writes_no_results(params_file, tmp_path):
+    overrides = {"edit_lr": 1e38, "norm_constraint": None, "early_stop_loss": -1.0, "n_iter": 6, "layer": 2,
+                 "template_lengths": [2]}
+    with pytest.raises(LifelongError, match=r"wise, block 0, turn 1 of 2: WISE edit .* non-finite"):
+        run(_spec(params_file, tmp_path, editor="wise", n_edits=2, overrides=overrides))
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "per_edit.csv").exists()

@@ -20,7 +20,7 @@ row that does not match the schema. `open_source` does the rest:
 Every source is random-access with bounded memory: the load-time pass checks the used rows (the first
 `n_edits` usable ones, or the whole file when cycling or without n_edits) and keeps only the indices of
 the usable raw rows (int32/int64); `records(start, stop)` re-reads those rows from the memory-mapped Arrow
-table in slices and converts them on demand. Memory, measured (tests/test_datasets.py,
+table in slices and converts them on demand. Memory, measured (tests/test_data_cache.py,
 test_two_million_rows_in_bounded_memory): a 2,000,000-row UltraEditBench-like JSON array (434 MiB),
 converted (~8.5 s) and checked (~14 s) in a fresh process, then a late and a first range read (a late
 range of 1,000 records: ~5 ms once datasets is imported), peaks at ~210 MiB RSS (VmHWM; the interpreter,

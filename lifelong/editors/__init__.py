@@ -1,5 +1,6 @@
-"""Editor registry. A new editor is one package in this folder plus one line here.
+"""Editors: look one up by name (`editor_class`) and build its hyperparameters from params.yaml.
 
+    registry.py  EDITORS: name -> "module:Class" (a new editor is one package here plus one line there)
     base.py      the Editor interface and its two bases (WeightEditor, AdapterEditor)
     artifact.py  saving an edited model (save_pretrained + the editor's state) and loading it back
     common/      what several editors share: hooks, adapters, templates, subject positions,
@@ -13,15 +14,7 @@ from typing import Any, Mapping
 from ..core.config import deep_merge, fill
 from ..core.errors import unknown_name
 from .base import AdapterEditor, EditContext, Editor, EditorHparams, WeightEditor
-
-# name -> "module:Class" (imported lazily, so one broken editor never breaks the others). The name is also
-# the editor's package in this folder, which the pipeline's stages depend on (dvc.yaml).
-EDITORS: dict[str, str] = {
-    "ft": "lifelong.editors.ft:FTEditor",
-    "ft_l": "lifelong.editors.ft_l:FTLEditor",
-    "ultraedit": "lifelong.editors.ultraedit:UltraEditor",
-    "wise": "lifelong.editors.wise:WiseEditor",
-}
+from .registry import EDITORS
 
 
 def editor_class(name: str) -> type[Editor]:

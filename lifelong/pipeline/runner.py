@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..core import io
 from ..core.config import load_params
 from ..core.errors import LifelongError
-from ..core.paths import PARAMS
+from ..core.paths import ARTIFACTS, PARAMS
 from ..data import dataset_metrics, load_dataset, locality_pool
 from ..editors import EditContext, Editor, EditorHparams, build_hparams, editor_class
 from ..eval import registry
@@ -146,7 +146,7 @@ def setup(spec: RunSpec) -> Run:
     checkpoint.seed_everything(spec.seed)
     context = EditContext(family=family, device=torch.device(device), seed=spec.seed,
                           locality_pool=locality_pool(spec.dataset, params, source),
-                          model_fingerprint=fingerprint(model))
+                          model_fingerprint=fingerprint(model), stats_dir=ARTIFACTS / "stats" / spec.model)
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,12 @@ def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = Non
     stream = r.source.records(first + state.turn * turn_size, first + spec.n_edits)
     for turn in range(state.turn, r.turns_per_block):
         t0 = time.perf_counter()
-        stats = r.editor.edit_turn(list(islice(stream, turn_size)))
+        try:
+            stats = r.editor.edit_turn(list(islice(stream, turn_size)))
+        except LifelongError as exc:   # the editor left the model as it was before the turn
+            raise LifelongError(f"{spec.editor}, block {block}, turn {turn + 1} of {r.turns_per_block}: {exc}"
+                                + (f" (the last checkpoint, {r.checkpoint_path}, holds the turns before it)"
+                                   if r.checkpoint_path.exists() else "")) from None
         state.edit_seconds += time.perf_counter() - t0
         state.turn = turn + 1
         done = min(state.turn * turn_size, spec.n_edits)
