@@ -96,7 +96,8 @@ def _load(args) -> int:
     print(f"{editor.name} editor, {editor.edits_done} edit(s), on {editor.model.config.model_type} "
           f"({', '.join(editor.modules())})")
     if args.prompt:
-        outputs = greedy_generate(editor.model, editor.tokenizer, args.prompt, [args.max_new_tokens] * len(args.prompt))
+        outputs = greedy_generate(editor.model, editor.tokenizer, args.prompt, [args.max_new_tokens] * len(args.prompt),
+                                  prompt_ends=editor.set_prompt_ends)
         for prompt, ids in zip(args.prompt, outputs):
             print(f"{prompt!r} -> {editor.tokenizer.decode(ids, skip_special_tokens=True)!r}")
     return 0

@@ -6,7 +6,9 @@ owns whatever state it needs, and can
   * `reset()` back to the unedited model (the WISE protocol rolls back between blocks),
   * `state_dict()` / `load_state_dict()`: everything needed to continue editing (checkpoints, saved
     editors); a tree of dicts, lists, numbers, strings and tensors (`core/state.py` saves it),
-  * `report()`: what the run's summary records about the editor.
+  * `report()`: what the run's summary records about the editor,
+  * `set_prompt_ends(ends)`: where each input row's prompt ends, told by the scorer before a forward
+    pass (a no-op unless the method reads the prompt's last token at inference, as GRACE does).
 
 Two bases cover the two ways of editing:
   * `WeightEditor`: deltas written into weights in place. Call `self.track(path)` for each module
@@ -96,6 +98,13 @@ class Editor(ABC):
     @abstractmethod
     def modules(self) -> list[str]:
         """Paths of the modules this editor changes or wraps."""
+
+    def set_prompt_ends(self, ends: torch.Tensor | None) -> None:
+        """Index of each input row's last prompt token for the next forward pass(es); None: unknown.
+
+        Scorers call it before each model forward (`eval/` functions take it as `prompt_ends=`), so an
+        editor that reads the prompt's last token at inference (GRACE's query) knows where it is in every
+        row of every batch. The default does nothing: most editors never need it."""
 
     def report(self) -> dict[str, Any]:
         """What summary.json records about the editor; subclasses add theirs to `super().report()`."""

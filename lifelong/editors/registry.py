@@ -8,6 +8,9 @@ Classes are imported lazily, so one broken editor never breaks the others.
 EDITORS: dict[str, str] = {
     "ft": "lifelong.editors.ft:FTEditor",
     "ft_l": "lifelong.editors.ft_l:FTLEditor",
+    "memit": "lifelong.editors.memit:MemitEditor",
+    "alphaedit": "lifelong.editors.alphaedit:AlphaEditor",
+    "grace": "lifelong.editors.grace:GraceEditor",
     "ultraedit": "lifelong.editors.ultraedit:UltraEditor",
     "wise": "lifelong.editors.wise:WiseEditor",
 }

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.records import EditRecord
 from . import registry
-from .teacher_forced import score_pairs
+from .teacher_forced import PromptEnds, score_pairs
 
 
 @dataclass
@@ -75,19 +75,20 @@ class Scores:
 
 def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: int = 256,
                   reference: list[np.ndarray] | None = None, extras: tuple[str, ...] = (),
-                  max_length: int | None = None) -> Scores:
+                  max_length: int | None = None, prompt_ends: PromptEnds = None) -> Scores:
     """Score one chunk of records. `reference`: pre-edit locality predictions for agreement;
     `extras`: option names from the metric registry; `max_length`: the model's context (longer inputs are cut
-    from the left, so the answer is kept)."""
+    from the left, so the answer is kept); `prompt_ends`: told each batch's last prompt tokens before its
+    forward (an editor's `set_prompt_ends`; see `teacher_forced.score_pairs`)."""
     n = len(records)
-    rel = score_pairs(model, tokenizer, [(r.prompt, r.target) for r in records], batch_size=batch_size,
-                      max_length=max_length).accuracy
+    kw = dict(batch_size=batch_size, max_length=max_length, prompt_ends=prompt_ends)
+    rel = score_pairs(model, tokenizer, [(r.prompt, r.target) for r in records], **kw).accuracy
 
     gen = np.full(n, np.nan)
     has_reph = [i for i, r in enumerate(records) if r.rephrase]
     if has_reph:
         gen[has_reph] = score_pairs(model, tokenizer, [(records[i].rephrase, records[i].target) for i in has_reph],
-                                    batch_size=batch_size, max_length=max_length).accuracy
+                                    **kw).accuracy
 
     loc = np.full(n, np.nan)
     agree = np.full(n, np.nan)
@@ -95,7 +96,7 @@ def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: in
     has_loc = [i for i, r in enumerate(records) if r.locality_prompt]
     if has_loc:
         out = score_pairs(model, tokenizer, [(records[i].locality_prompt, records[i].locality_answer) for i in has_loc],
-                          batch_size=batch_size, max_length=max_length)
+                          **kw)
         loc[has_loc] = out.accuracy
         for j, i in enumerate(has_loc):
             preds[i] = out.predictions[j]
@@ -104,19 +105,19 @@ def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: in
                 agree[i] = float(np.mean(ref == out.predictions[j])) if len(ref) else 1.0
     extra: dict[str, np.ndarray] = {}
     for option in extras:
-        extra |= registry.OPTIONS[option](model, tokenizer, records, max_length=max_length, batch_size=batch_size)
+        extra |= registry.OPTIONS[option](model, tokenizer, records, **kw)
     return Scores(rel, gen, loc, agree, Predictions.from_list(preds), extra)
 
 
 def score_stream(model, tokenizer, records: Iterable[EditRecord], *, chunk: int = 4096, batch_size: int = 256,
                  reference: Predictions | None = None, extras: tuple[str, ...] = (),
-                 max_length: int | None = None) -> Scores:
+                 max_length: int | None = None, prompt_ends: PromptEnds = None) -> Scores:
     """Score any number of records, `chunk` at a time."""
     parts, offset = [], 0
     for block in chunked(records, chunk):
         ref = reference.slice(offset, offset + len(block)) if reference is not None else None
         parts.append(score_records(model, tokenizer, block, batch_size=batch_size, reference=ref, extras=extras,
-                                   max_length=max_length))
+                                   max_length=max_length, prompt_ends=prompt_ends))
         offset += len(block)
     return Scores.concat(parts)
 

@@ -21,6 +21,7 @@ import torch
 
 from ..core.errors import LifelongError
 from ..models.tokenization import answer_ids, pad, pad_id
+from .teacher_forced import PromptEnds
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCT = str.maketrans("", "", string.punctuation)
@@ -64,11 +65,14 @@ def _device(model, device):
 
 @torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[int], *, batch_size: int = 64,
-                    device: torch.device | str | None = None, max_length: int | None = None) -> list[list[int]]:
+                    device: torch.device | str | None = None, max_length: int | None = None,
+                    prompt_ends: PromptEnds = None) -> list[list[int]]:
     """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop).
 
     Prompts are left-padded; position ids count real tokens only, so each row sees the positions it
     would see alone. With max_length, a prompt is cut from the left to leave room for its tokens.
+    `prompt_ends` (see `teacher_forced.score_pairs`) is told the last column before the prompt pass and
+    None before each cached one-token step, whose input holds no prompt token (the key lies in the cache).
     """
     if len(prompts) != len(lengths):
         raise LifelongError(f"greedy_generate: {len(prompts)} prompts but {len(lengths)} lengths")
@@ -95,6 +99,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
             ids, mask = pad([encoded[i] for i in idx], pid, side="left")
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            if prompt_ends is not None:
+                prompt_ends(torch.full((len(idx),), ids.shape[1] - 1, dtype=torch.long, device=device))
             result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
             generated = []
             for step in range(steps):
@@ -104,26 +110,31 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
                     break
                 mask = torch.cat([mask, mask.new_ones((len(idx), 1))], dim=1)
                 positions = positions[:, -1:] + 1
+                if prompt_ends is not None:
+                    prompt_ends(None)
                 result = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
                                past_key_values=result.past_key_values, use_cache=True)
             tokens = torch.stack(generated, dim=1).cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = tokens[row][: lengths[i]]
     finally:
+        if prompt_ends is not None:
+            prompt_ends(None)
         model.train(was_training)
     return out
 
 
 def generation_exact_match(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64,
                            device: torch.device | str | None = None, max_length: int | None = None,
-                           drop_lone_space: bool = False) -> GenerationScores:
+                           drop_lone_space: bool = False, prompt_ends: PromptEnds = None) -> GenerationScores:
     """Greedy-decode len(target tokens) tokens after each prompt and compare to the target."""
     targets = [answer_ids(tokenizer, a, drop_lone_space=drop_lone_space) for _, a in pairs]
     for (prompt, answer), t in zip(pairs, targets):
         if not t:
             raise LifelongError(f"answer {answer!r} (prompt {prompt!r}) tokenizes to nothing")
     generated = greedy_generate(model, tokenizer, [p for p, _ in pairs], [len(t) for t in targets],
-                                batch_size=batch_size, device=device, max_length=max_length)
+                                batch_size=batch_size, device=device, max_length=max_length,
+                                prompt_ends=prompt_ends)
     eos = tokenizer.eos_token_id
     texts = []
     for ids in generated:

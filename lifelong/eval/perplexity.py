@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.tokenization import IGNORE, collate, encode_pair, pad_id
+from .teacher_forced import PromptEnds, label_prompt_ends
 
 OOD_DELTA = -math.log(0.8)
 PPL_CLIP = 100.0
@@ -62,10 +63,10 @@ class PerplexityScores:
 @torch.no_grad()
 def target_nll(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 16,
                device: torch.device | str | None = None, max_length: int | None = 1024,
-               drop_lone_space: bool = False) -> PerplexityScores:
+               drop_lone_space: bool = False, prompt_ends: PromptEnds = None) -> PerplexityScores:
     """Mean token NLL of each answer given its prompt (teacher-forced, the repo's pair convention).
     Inputs longer than max_length are cut from the left, so the answer is always scored in full
-    when it fits (WISE cuts at 1024 tokens)."""
+    when it fits (WISE cuts at 1024 tokens). `prompt_ends`: as in `teacher_forced.score_pairs`."""
     device = _device(model, device)
     encoded = [encode_pair(tokenizer, p, a, drop_lone_space=drop_lone_space) for p, a in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
@@ -78,6 +79,8 @@ def target_nll(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
+            if prompt_ends is not None:
+                prompt_ends(label_prompt_ends(batch.labels))
             logits = model(**batch.model_inputs()).logits.float()
             loss = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=IGNORE, reduction="none")
             valid = (batch.labels != IGNORE)
@@ -87,6 +90,8 @@ def target_nll(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size
                 count[i] = counts[row]
                 nll[i] = sums[row] / max(1, counts[row])
     finally:
+        if prompt_ends is not None:
+            prompt_ends(None)
         model.train(was_training)
     return PerplexityScores(nll, count)
 

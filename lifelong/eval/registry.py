@@ -52,36 +52,41 @@ CORE = tuple(name for name, m in METRICS.items() if m.option is None)
 HEADLINE = ("reliability", "generalization", "locality")   # the papers' Rel / Gen / Loc
 
 
-# -- optional metrics: option name -> function(model, tokenizer, records, *, max_length, batch_size) --------------
+# -- optional metrics: option name -> function(model, tokenizer, records, *, max_length, batch_size, prompt_ends) --
+# (prompt_ends: the optional callable told each batch's last prompt tokens, see teacher_forced.score_pairs)
 
 Compute = Callable[..., dict[str, np.ndarray]]
 
 
-def _exact_match(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size) -> dict[str, np.ndarray]:
+def _exact_match(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
+                 prompt_ends=None) -> dict[str, np.ndarray]:
     n = len(records)
     out = {"reliability_em": generation.generation_exact_match(
         model, tokenizer, [(r.prompt, r.target) for r in records], max_length=max_length,
-        batch_size=batch_size).exact_match, "generalization_em": np.full(n, np.nan)}
+        batch_size=batch_size, prompt_ends=prompt_ends).exact_match, "generalization_em": np.full(n, np.nan)}
     has_reph = [i for i, r in enumerate(records) if r.rephrase]
     if has_reph:
         out["generalization_em"][has_reph] = generation.generation_exact_match(
             model, tokenizer, [(records[i].rephrase, records[i].target) for i in has_reph],
-            max_length=max_length, batch_size=batch_size).exact_match
+            max_length=max_length, batch_size=batch_size, prompt_ends=prompt_ends).exact_match
     return out
 
 
-def _perplexity(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size) -> dict[str, np.ndarray]:
+def _perplexity(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
+                prompt_ends=None) -> dict[str, np.ndarray]:
     pairs = [(r.prompt, r.target) for r in records]
-    return {"target_ppl": perplexity.target_perplexity(model, tokenizer, pairs, max_length=max_length).ppl}
+    return {"target_ppl": perplexity.target_perplexity(model, tokenizer, pairs, max_length=max_length,
+                                                       prompt_ends=prompt_ends).ppl}
 
 
-def _temporal_ood(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size) -> dict[str, np.ndarray]:
+def _temporal_ood(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
+                  prompt_ends=None) -> dict[str, np.ndarray]:
     n = len(records)
     out = {"ood_success": np.full(n, np.nan), "ood_loss": np.full(n, np.nan)}
     has_ood = [i for i, r in enumerate(records) if (r.extras or {}).get("ood_rephrase")]
     if has_ood:
         ood = perplexity.temporal_ood(model, tokenizer, perplexity.temporal_ood_pairs([records[i] for i in has_ood]),
-                                      max_length=max_length)
+                                      max_length=max_length, prompt_ends=prompt_ends)
         out["ood_success"][has_ood], out["ood_loss"][has_ood] = ood.success, ood.loss
     return out
 

@@ -11,13 +11,17 @@ and also returns the argmax tokens at the answer positions, which locality-as-ag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..core.errors import LifelongError
 from ..models.tokenization import IGNORE, collate, encode_pair, pad_id
+
+# Told, before each model forward, the index of each input row's last prompt token (None: unknown); an
+# editor's `set_prompt_ends` (GRACE reads its query there). None, the default, tells nobody anything.
+PromptEnds = Optional[Callable[[Optional[torch.Tensor]], None]]
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -38,10 +42,17 @@ class PairScores:
                          for a, b in zip(self.predictions, reference.predictions)])
 
 
+def label_prompt_ends(labels: torch.Tensor) -> torch.Tensor:
+    """The last prompt token of each row of pre-shifted labels: the first column whose label is not -100."""
+    return (labels != IGNORE).int().argmax(-1)
+
+
 @torch.no_grad()
 def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 256,
-                device: torch.device | str | None = None, max_length: int | None = None) -> PairScores:
-    """Teacher-forced accuracy of each (prompt, answer) pair under `model`."""
+                device: torch.device | str | None = None, max_length: int | None = None,
+                prompt_ends: PromptEnds = None) -> PairScores:
+    """Teacher-forced accuracy of each (prompt, answer) pair under `model`. `prompt_ends`, if given, is
+    called with each batch's last-prompt-token positions before its forward, and with None at the end."""
     device = device or next(model.parameters()).device
     encoded = [encode_pair(tokenizer, p, a) for p, a in pairs]
     # Length-sorted batches waste little on padding; results are put back in input order.
@@ -51,17 +62,23 @@ def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_siz
     pid = pad_id(tokenizer)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
-        logits = model(**batch.model_inputs()).logits
-        acc = token_accuracy(logits, batch.labels).cpu().numpy()
-        argmax = logits.argmax(-1).cpu().numpy()
-        labels = batch.labels.cpu().numpy()
-        for row, i in enumerate(idx):
-            accuracy[i] = acc[row]
-            predictions[i] = argmax[row][labels[row] != IGNORE]
-    model.train(was_training)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
+            if prompt_ends is not None:
+                prompt_ends(label_prompt_ends(batch.labels))
+            logits = model(**batch.model_inputs()).logits
+            acc = token_accuracy(logits, batch.labels).cpu().numpy()
+            argmax = logits.argmax(-1).cpu().numpy()
+            labels = batch.labels.cpu().numpy()
+            for row, i in enumerate(idx):
+                accuracy[i] = acc[row]
+                predictions[i] = argmax[row][labels[row] != IGNORE]
+    finally:
+        if prompt_ends is not None:
+            prompt_ends(None)
+        model.train(was_training)
     return PairScores(accuracy, predictions)
 
 

@@ -109,7 +109,8 @@ def run(spec: RunSpec, *, on_checkpoint: OnCheckpoint | None = None) -> dict[str
     if r.state.pre is None:  # pre-edit scores of every record the run will edit
         t0 = time.perf_counter()
         r.state.pre = score_stream(r.model, r.tokenizer, r.source.records(0, spec.n_edits * spec.n_blocks),
-                                   batch_size=spec.eval_batch_size, extras=r.options, max_length=r.max_length)
+                                   batch_size=spec.eval_batch_size, extras=r.options, max_length=r.max_length,
+                                   prompt_ends=r.editor.set_prompt_ends)
         r.state.eval_seconds += time.perf_counter() - t0
     bar = tqdm(total=r.turns_per_block * spec.n_blocks, initial=r.state.block * r.turns_per_block + r.state.turn,
                desc=f"{spec.editor} on {spec.model}", unit="turn", disable=not spec.progress)
@@ -209,7 +210,7 @@ def evaluate(r: Run, first: int, count: int) -> Scores:
     reference = Predictions.from_list(r.state.pre.locality_predictions.slice(first, first + count))
     scores = score_stream(r.model, r.tokenizer, r.source.records(first, first + count),
                           batch_size=r.spec.eval_batch_size, reference=reference, extras=r.options,
-                          max_length=r.max_length)
+                          max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends)
     r.state.eval_seconds += time.perf_counter() - t0
     return scores
 

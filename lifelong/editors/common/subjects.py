@@ -23,20 +23,21 @@ class SubjectPositions:
         return {"subject_fallbacks": self.fallbacks, "prompts": len(self.positions)}
 
 
-def subject_last_token(tokenizer, prompt: str, subject: str) -> tuple[int, bool]:
+def subject_last_token(tokenizer, prompt: str, subject: str, start: int = 0) -> tuple[int, bool]:
     """(index of the subject's last token in the tokenized prompt, whether the subject was found).
 
-    The first occurrence of `subject` in `prompt` counts. Without it, the last prompt token is returned."""
+    The first occurrence of `subject` in `prompt` at or after character `start` counts (a context template's
+    generated prefix is skipped by starting at the prompt part). Without one, the last prompt token is returned."""
     if not getattr(tokenizer, "is_fast", False):
         raise LifelongError("subject positions need a fast tokenizer (character offsets)")
     enc = tokenizer(prompt, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
     if not offsets:
         raise LifelongError(f"prompt {prompt!r} tokenizes to nothing")
-    start = prompt.find(subject) if subject else -1
-    if start < 0:
+    begin = prompt.find(subject, start) if subject else -1
+    if begin < 0:
         return len(offsets) - 1, False
-    end = start + len(subject)
+    end = begin + len(subject)
     covering = [i for i, (a, b) in enumerate(offsets) if b > a and a < end]   # real tokens starting before the end
     return (covering[-1], True) if covering else (len(offsets) - 1, False)
 

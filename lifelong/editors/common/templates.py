@@ -6,6 +6,7 @@ model, generated once per editor and kept in its state (never shared through the
 """
 from __future__ import annotations
 
+import unicodedata
 from typing import Sequence
 
 import torch
@@ -25,4 +26,29 @@ def greedy_templates(model, tokenizer, seeds: Sequence[str], lengths: Sequence[i
         for seq in out:
             text = tokenizer.decode(seq, skip_special_tokens=True)
             templates.append(text.replace("{", "{{").replace("}", "}}") + " {}")
+    return templates
+
+
+@torch.no_grad()
+def sampled_templates(model, tokenizer, seeds: Sequence[str], *, max_length: int = 10, top_k: int = 5,
+                      seed: int = 0) -> list[str]:
+    """MEMIT/ROME's context templates: per seed one top-k *sampled* continuation, at most `max_length`
+    tokens long with the seed (and a BOS, if the tokenizer adds one) included, as the reference's
+    `max_out_len`. Braces become spaces and ". {}" is appended. The list does not include the bare "{}".
+
+    Sampling uses its own generator seeded with `seed`, so the result depends on the model and the seed only
+    (no global RNG is read or advanced). Generation does not stop at EOS (nor does the reference's);
+    special tokens are dropped when decoding."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(int(seed))
+    templates = []
+    for text in seeds:
+        ids = list(tokenizer(text)["input_ids"])
+        while len(ids) < max_length:
+            logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1].float()
+            top = torch.topk(logits.cpu(), min(top_k, logits.shape[-1]))
+            choice = torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)
+            ids.append(int(top.indices[choice]))
+        decoded = unicodedata.normalize("NFKD", tokenizer.decode(ids, skip_special_tokens=True)).replace("\n\n", " ")
+        templates.append(decoded.replace("{", " ").replace("}", " ") + ". {}")
     return templates
