@@ -17,7 +17,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_source_notebooks_are_clean():
-    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "edit", "scaling", "report"}
+    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "stats", "edit", "scaling", "report", "sweep"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert not any(c.get("outputs") for c in nb.cells), f"{path.name} stores outputs"
@@ -65,6 +65,10 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     _run("pretrain", tmp_path, params_path=p, model="t-llama", tokenizer_dir=root / "tok",
          out_model=root / "models" / "t-llama", out_metrics=tmp_path / "metrics" / "pretrain-t-llama.json")
     assert json.loads((tmp_path / "metrics" / "pretrain-t-llama.json").read_text())["known_facts"] == 22
+    _run("stats", tmp_path, params_path=p, model="t-llama", out_dir=root / "stats" / "t-llama",
+         out_metrics=tmp_path / "metrics" / "stats-t-llama.json")
+    stats = json.loads((tmp_path / "metrics" / "stats-t-llama.json").read_text())
+    assert stats["tokens"] > 0 and len(stats["null_dims_at_threshold"]) == 2   # one entry per layer
     _run("edit", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft",
          out_dir=tmp_path / "runs" / "t-llama__world__ft")  # every T of the grid, in one notebook
     assert sorted(d.name for d in (tmp_path / "runs" / "t-llama__world__ft").iterdir()) == ["T1", "T2"]
@@ -78,7 +82,7 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
     assert json.loads((tmp_path / "metrics.json").read_text())["largest_T"] == 2
     # the executed notebooks show their figures inline (library code picks no matplotlib backend), small
-    for name, n_figures in (("edit", 1), ("scaling", 1), ("report", 3)):
+    for name, n_figures in (("stats", 1), ("edit", 1), ("scaling", 1), ("report", 3)):
         nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(images) >= n_figures, name

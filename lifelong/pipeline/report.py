@@ -13,7 +13,7 @@ import pandas as pd
 from ..core import io
 from ..core.errors import LifelongError
 from ..eval import registry
-from .cell import cell_name, expected_cells, protocol
+from .cell import cell_name, expected_cells, protocol, run_paths
 
 METRICS = registry.HEADLINE
 CORE_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *registry.CORE,
@@ -29,11 +29,16 @@ def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid") ->
     rows, skipped, missing = [], [], []
     for model, dataset, editor in expected_cells(params[grid]):
         cell = Path(runs_dir) / cell_name(model, dataset, editor)
+        kept_off = protocol(params, dataset, grid, editor).datasets
+        if kept_off is not None and dataset not in kept_off:
+            skipped.append({"model": model, "dataset": dataset, "editor": editor,
+                            "reason": f"not in editors.{editor}.grid.datasets"})
+            continue
         if (cell / "skipped.json").exists():
             skipped.append(io.read_json(cell / "skipped.json"))
             continue
-        for n in protocol(params, dataset, grid).n_edits:
-            path = cell / f"T{int(n)}" / "summary.json"
+        for _, _, folder in run_paths(params, dataset, editor, grid):
+            path = cell / folder / "summary.json"
             if not path.exists():
                 missing.append(str(path))
                 continue

@@ -68,10 +68,16 @@ class RunSpec:
     device: str = "auto"
     progress: bool = True
     save_model: Path | None = None     # save the edited model of the last block here (editors/artifact.py)
+    variant: str | None = None         # a named variant of the editor (pipeline/cell.py), e.g. MEMIT's "mass"
+
+    @property
+    def label(self) -> str:
+        """The editor as reports name it: `memit`, or `memit-mass` for a variant."""
+        return f"{self.editor}-{self.variant}" if self.variant else self.editor
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed."""
-        return {"model": self.model, "dataset": self.dataset, "editor": self.editor, "n_edits": self.n_edits,
+        return {"model": self.model, "dataset": self.dataset, "editor": self.label, "n_edits": self.n_edits,
                 "n_blocks": self.n_blocks, "eval_at": list(self.eval_at), "seed": self.seed,
                 "overrides": dict(sorted(self.overrides.items()))}
 
@@ -255,7 +261,7 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         if f"pre_{name}" in per_edit:
             values |= registry.summarize(name, per_edit[f"pre_{name}"].to_numpy(), prefix="pre_")
     return {
-        "model": spec.model, "family": family_of(r.model).name, "dataset": spec.dataset, "editor": spec.editor,
+        "model": spec.model, "family": family_of(r.model).name, "dataset": spec.dataset, "editor": spec.label,
         "n_edits": spec.n_edits, "n_blocks": spec.n_blocks, "seed": spec.seed, **values,
         "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),

@@ -256,3 +256,19 @@ def pretrain_named(name: str, params: dict, tokenizer_dir: str | Path, out_dir: 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return report
+
+
+def stats_corpus(params: dict) -> tuple[list[str], str]:
+    """The text layer statistics are computed on (MEMIT's C, AlphaEdit's P; spec baselines.md §5), the testbed's
+    analogue of Wikipedia: every distinct pretraining sentence that mentions no subject the grid edits (the world's
+    locality and pool facts, and the real datasets' locality pairs). Sentences about an edited subject are left
+    out, so that C and P do not protect the very facts the edits change (spec §5: exclude the edit subjects).
+    Returns (texts, a one-line description for the statistics files)."""
+    sentences, grounded = pretraining_corpus(params)
+    world = world_from_params(params)
+    edited = {world.subject(i) for i in range(world.config.edit_subjects)}
+    edited |= {r.subject for g in grounded for r in g.records if r.subject}
+    texts = [s for s in dict.fromkeys(sentences) if not any(subject in s for subject in edited)]
+    description = (f"testbed pretraining sentences without the {len(edited)} edited subjects: {len(texts)} of "
+                   f"{len(set(sentences))} distinct sentences")
+    return texts, description
