@@ -149,3 +149,18 @@ def conversions(monkeypatch) -> list[Path]:
 
     monkeypatch.setattr(arrow, "write_arrow", counting)
     return done
+
+
+@pytest.fixture(scope="session")
+def stats(tiny_models, world, tmp_path_factory):
+    """family -> a layer-statistics folder for that fixture model (MEMIT and AlphaEdit tests)."""
+    from mass_support import write_fixture_stats
+
+    made = {}
+
+    def get(family):
+        if family not in made:
+            model, tok = tiny_models(family)
+            made[family] = write_fixture_stats(model, tok, world, tmp_path_factory.mktemp(f"stats-{family}"))
+        return made[family]
+    return get

@@ -15,23 +15,11 @@ from lifelong.editors.memit import memit_delta
 from lifelong.eval.teacher_forced import score_pairs
 from lifelong.models.loading import fingerprint
 from lifelong.models.modules import family_of, shape_in_out
-from mass_support import TINY_Z, write_fixture_stats
+from mass_support import TINY_Z
 
 # The d=64 fixture models: α = 0.5 and an absolute threshold of 0.1 (null space ≈ 200 of 256 dimensions);
 # the published 10 and 2e-2 are sized for 7B models' keys (A2: the threshold is absolute).
 FIXTURE = {"L2": 0.5, "nullspace_threshold": 0.1}
-
-
-@pytest.fixture(scope="module")
-def stats(tiny_models, world, tmp_path_factory):
-    made = {}
-
-    def get(family):
-        if family not in made:
-            model, tok = tiny_models(family)
-            made[family] = write_fixture_stats(model, tok, world, tmp_path_factory.mktemp(f"stats-{family}"))
-        return made[family]
-    return get
 
 
 def make(model, tok, stats_dir, **hp):

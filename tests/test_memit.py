@@ -23,20 +23,7 @@ from lifelong.editors.memit import memit_delta
 from lifelong.eval.teacher_forced import score_pairs
 from lifelong.models.loading import fingerprint
 from lifelong.models.modules import family_of, get_module, layer_path, oriented
-from mass_support import TINY_Z, write_fixture_stats
-
-
-@pytest.fixture(scope="module")
-def stats(tiny_models, world, tmp_path_factory):
-    """family -> a stats folder for that fixture model."""
-    made = {}
-
-    def get(family):
-        if family not in made:
-            model, tok = tiny_models(family)
-            made[family] = write_fixture_stats(model, tok, world, tmp_path_factory.mktemp(f"stats-{family}"))
-        return made[family]
-    return get
+from mass_support import TINY_Z
 
 
 def make(model, tok, stats_dir, **hp):

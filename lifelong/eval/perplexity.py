@@ -24,15 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.tokenization import IGNORE, collate, encode_pair, pad_id
-from .teacher_forced import PromptEnds, label_prompt_ends
+from ..models.tokenization import IGNORE
+from .teacher_forced import PromptEnds, teacher_forced_batches
 
 OOD_DELTA = -math.log(0.8)
 PPL_CLIP = 100.0
-
-
-def _device(model, device):
-    return device or next(model.parameters()).device
 
 
 @dataclass
@@ -67,32 +63,18 @@ def target_nll(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size
     """Mean token NLL of each answer given its prompt (teacher-forced, the repo's pair convention).
     Inputs longer than max_length are cut from the left, so the answer is always scored in full
     when it fits (WISE cuts at 1024 tokens). `prompt_ends`: as in `teacher_forced.score_pairs`."""
-    device = _device(model, device)
-    encoded = [encode_pair(tokenizer, p, a, drop_lone_space=drop_lone_space) for p, a in pairs]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    nll = np.zeros(len(encoded))
-    count = np.zeros(len(encoded), dtype=np.int64)
-    pid = pad_id(tokenizer)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
-            if prompt_ends is not None:
-                prompt_ends(label_prompt_ends(batch.labels))
-            logits = model(**batch.model_inputs()).logits.float()
-            loss = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=IGNORE, reduction="none")
-            valid = (batch.labels != IGNORE)
-            sums = (loss * valid).sum(-1).cpu().numpy()
-            counts = valid.sum(-1).cpu().numpy()
-            for row, i in enumerate(idx):
-                count[i] = counts[row]
-                nll[i] = sums[row] / max(1, counts[row])
-    finally:
-        if prompt_ends is not None:
-            prompt_ends(None)
-        model.train(was_training)
+    nll = np.zeros(len(pairs))
+    count = np.zeros(len(pairs), dtype=np.int64)
+    for idx, batch in teacher_forced_batches(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length,
+                                             device=device, prompt_ends=prompt_ends, drop_lone_space=drop_lone_space):
+        logits = model(**batch.model_inputs()).logits.float()
+        loss = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=IGNORE, reduction="none")
+        valid = (batch.labels != IGNORE)
+        sums = (loss * valid).sum(-1).cpu().numpy()
+        counts = valid.sum(-1).cpu().numpy()
+        for row, i in enumerate(idx):
+            count[i] = counts[row]
+            nll[i] = sums[row] / max(1, counts[row])
     return PerplexityScores(nll, count)
 
 

@@ -11,13 +11,13 @@ and also returns the argmax tokens at the answer positions, which locality-as-ag
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..core.errors import LifelongError
-from ..models.tokenization import IGNORE, collate, encode_pair, pad_id
+from ..models.tokenization import IGNORE, Batch, collate, encode_pair, pad_id
 
 # Told, before each model forward, the index of each input row's last prompt token (None: unknown); an
 # editor's `set_prompt_ends` (GRACE reads its query there). None, the default, tells nobody anything.
@@ -47,18 +47,17 @@ def label_prompt_ends(labels: torch.Tensor) -> torch.Tensor:
     return (labels != IGNORE).int().argmax(-1)
 
 
-@torch.no_grad()
-def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 256,
-                device: torch.device | str | None = None, max_length: int | None = None,
-                prompt_ends: PromptEnds = None) -> PairScores:
-    """Teacher-forced accuracy of each (prompt, answer) pair under `model`. `prompt_ends`, if given, is
-    called with each batch's last-prompt-token positions before its forward, and with None at the end."""
+def teacher_forced_batches(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int,
+                           max_length: int | None = None, device: torch.device | str | None = None,
+                           prompt_ends: PromptEnds = None,
+                           drop_lone_space: bool = False) -> Iterator[tuple[list[int], Batch]]:
+    """The (prompt, answer) pairs as right-padded batches on the model's device, shortest first (length-sorted
+    batches waste little on padding), with the model in eval mode. Yields (indices into `pairs`, batch);
+    `prompt_ends`, if given, is told each batch's last-prompt-token positions before the caller's forward, and
+    None at the end. The model's training flag is restored afterwards."""
     device = device or next(model.parameters()).device
-    encoded = [encode_pair(tokenizer, p, a) for p, a in pairs]
-    # Length-sorted batches waste little on padding; results are put back in input order.
+    encoded = [encode_pair(tokenizer, p, a, drop_lone_space=drop_lone_space) for p, a in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    accuracy = np.zeros(len(encoded), dtype=np.float64)
-    predictions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(encoded)
     pid = pad_id(tokenizer)
     was_training = model.training
     model.eval()
@@ -68,17 +67,30 @@ def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_siz
             batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
             if prompt_ends is not None:
                 prompt_ends(label_prompt_ends(batch.labels))
-            logits = model(**batch.model_inputs()).logits
-            acc = token_accuracy(logits, batch.labels).cpu().numpy()
-            argmax = logits.argmax(-1).cpu().numpy()
-            labels = batch.labels.cpu().numpy()
-            for row, i in enumerate(idx):
-                accuracy[i] = acc[row]
-                predictions[i] = argmax[row][labels[row] != IGNORE]
+            yield idx, batch
     finally:
         if prompt_ends is not None:
             prompt_ends(None)
         model.train(was_training)
+
+
+@torch.no_grad()
+def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 256,
+                device: torch.device | str | None = None, max_length: int | None = None,
+                prompt_ends: PromptEnds = None) -> PairScores:
+    """Teacher-forced accuracy of each (prompt, answer) pair under `model`, in input order. `prompt_ends`, if
+    given, is called with each batch's last-prompt-token positions before its forward, and with None at the end."""
+    accuracy = np.zeros(len(pairs), dtype=np.float64)
+    predictions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(pairs)
+    for idx, batch in teacher_forced_batches(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length,
+                                             device=device, prompt_ends=prompt_ends):
+        logits = model(**batch.model_inputs()).logits
+        acc = token_accuracy(logits, batch.labels).cpu().numpy()
+        argmax = logits.argmax(-1).cpu().numpy()
+        labels = batch.labels.cpu().numpy()
+        for row, i in enumerate(idx):
+            accuracy[i] = acc[row]
+            predictions[i] = argmax[row][labels[row] != IGNORE]
     return PairScores(accuracy, predictions)
 
 

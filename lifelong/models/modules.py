@@ -68,6 +68,30 @@ def layer_of(model: nn.Module, path: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def side_module(model: nn.Module, *, layer: int | None, layer_fraction: float, module: str | None,
+                editor: str) -> tuple[int | None, str]:
+    """(layer index, module path) of the one projection an adapter editor wraps (WISE, GRACE): an explicit
+    `module` path (any FFN projection), else `layer` (negative: from the top), else int(layer_fraction·n), at most
+    n-2 (7B models, 32 layers: 27). Unknown layers or paths are one clear error listing the valid ones."""
+    fam = family_of(model)
+    n = num_layers(model)
+    if module:
+        valid = projection_paths(model)
+        if module not in valid:
+            raise LifelongError(f"{editor} module {module!r} is not an MLP projection of this "
+                                f"{model.config.model_type} model; valid: {', '.join(valid)}")
+        return layer_of(model, module), module
+    if layer is None:
+        index = min(int(layer_fraction * n), max(n - 2, 0))
+    elif -n <= layer < n:
+        index = layer % n
+    else:
+        raise LifelongError(f"{editor} layer {layer} does not exist: the {model.config.model_type} model has {n} "
+                            f"layers (0..{n - 1}); valid modules: "
+                            f"{', '.join(f'{fam.layers}.{i}.{fam.mlp_out}' for i in range(n))}")
+    return index, f"{fam.layers}.{index}.{fam.mlp_out}"
+
+
 def is_conv1d(module: nn.Module) -> bool:
     # transformers' Conv1D (GPT-2) behaves like Linear but stores weight as [d_in, d_out].
     return type(module).__name__ == "Conv1D"

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ...core.errors import LifelongError
-from ...models.modules import family_of, layer_of, num_layers, projection_paths
+from ...models.modules import side_module
 from ..base import EditorHparams
 
 REPLACEMENTS = ("replace_last", "replace_all", "replace_prompt")
@@ -60,20 +59,5 @@ class GraceHparams(EditorHparams):
 
 
 def resolve_module(model, hp: GraceHparams) -> tuple[int | None, str]:
-    """(layer index, module path) of the wrapped projection; unknown layers/paths list the valid ones."""
-    fam = family_of(model)
-    n = num_layers(model)
-    if hp.module:
-        valid = projection_paths(model)
-        if hp.module not in valid:
-            raise LifelongError(f"GRACE module {hp.module!r} is not an MLP projection of this "
-                                f"{model.config.model_type} model; valid: {', '.join(valid)}")
-        return layer_of(model, hp.module), hp.module
-    if hp.layer is None:
-        index = min(int(hp.layer_fraction * n), max(n - 2, 0))
-    elif -n <= hp.layer < n:
-        index = hp.layer % n
-    else:
-        raise LifelongError(f"GRACE layer {hp.layer} does not exist: the {model.config.model_type} model has {n} "
-                            f"layers (0..{n - 1}); e.g. {fam.layers}.{n - 2}.{fam.mlp_out}")
-    return index, f"{fam.layers}.{index}.{fam.mlp_out}"
+    """(layer index, module path) of the wrapped projection (`models.modules.side_module`)."""
+    return side_module(model, layer=hp.layer, layer_fraction=hp.layer_fraction, module=hp.module, editor="GRACE")

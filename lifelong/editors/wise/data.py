@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from ...core.errors import LifelongError
-from ...models.modules import family_of, layer_of, num_layers, projection_paths
+from ...models.modules import side_module
 from ...models.tokenization import answer_ids, pad, pad_id
 
 
@@ -47,21 +47,5 @@ def build_rows(tokenizer, templates: Sequence[str], prompt: str, target: str, ir
 
 
 def resolve_module(model, hp) -> tuple[int, str]:
-    """(layer index, module path) of the side memory; unknown layers/paths list the valid ones."""
-    fam = family_of(model)
-    n = num_layers(model)
-    valid = projection_paths(model)
-    if hp.module:
-        if hp.module not in valid:
-            raise LifelongError(f"WISE module {hp.module!r} is not an MLP projection of this "
-                                f"{model.config.model_type} model; valid: {', '.join(valid)}")
-        return layer_of(model, hp.module), hp.module
-    if hp.layer is None:
-        index = min(int(hp.layer_fraction * n), max(n - 2, 0))
-    elif -n <= hp.layer < n:
-        index = hp.layer % n
-    else:
-        raise LifelongError(f"WISE layer {hp.layer} does not exist: the {model.config.model_type} model has {n} "
-                            f"layers (0..{n - 1}); valid side-memory modules: "
-                            f"{', '.join(f'{fam.layers}.{i}.{fam.mlp_out}' for i in range(n))}")
-    return index, f"{fam.layers}.{index}.{fam.mlp_out}"
+    """(layer index, module path) of the side memory (`models.modules.side_module`)."""
+    return side_module(model, layer=hp.layer, layer_fraction=hp.layer_fraction, module=hp.module, editor="WISE")
