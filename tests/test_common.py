@@ -94,3 +94,19 @@ def test_capture_refuses_a_module_that_runs_twice(tiny_models):
             x = torch.randn(1, 2, shape_in_out(module)[0])
             module(x)
             module(x)
+
+
+def test_a_rebuilt_stats_folder_has_the_same_bytes(tiny_models, tmp_path):
+    """The edit stages depend on the stats folder: rebuilding it must not change a byte (no timings in it)."""
+    import hashlib
+
+    from lifelong.editors.common.covariance import write_layer_stats
+
+    model, tok = tiny_models("llama")
+    texts = ["The native language of Kalo Ven is French", "I am here", "Because of the rain"]
+    digests = []
+    for name in ("a", "b"):
+        written = write_layer_stats(model, tok, None, texts, tmp_path / name, corpus="three sentences")
+        assert all("seconds" in meta for meta in written.values())            # the caller still learns the time
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((tmp_path / name).iterdir())})
+    assert digests[0] == digests[1] and len(digests[0]) == 2 * 4             # 4 layers: tensor + JSON each

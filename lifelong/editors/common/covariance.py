@@ -15,7 +15,8 @@ A *stats folder* (what MEMIT and AlphaEdit read, `EditContext.stats_dir`; the ru
 
     <stats_dir>/<module path>.safetensors   {"moment": E[k kᵀ]}, d_in × d_in
     <stats_dir>/<module path>.json          corpus, corpus_sha, texts, tokens, dtype, dim, max_length,
-                                            seconds, module, fingerprint (of the model it was made on)
+                                            module, fingerprint (of the model it was made on); the
+                                            time taken is returned, not written
 
 `write_layer_stats` computes one for a list of modules in a single pass over the texts; `load_layer_stats`
 reads one entry and refuses a file made for another model.
@@ -181,7 +182,9 @@ def write_layer_stats(model, tokenizer, module_paths: Sequence[str] | None, text
                 "dim": int(moment.shape[0]), "max_length": max_length, "seconds": seconds}
         tensor_path, meta_path = stats_files(stats_dir, path)
         atomic_write(tensor_path, lambda p, m=moment: save_file({"moment": m.contiguous().cpu()}, str(p)))
-        write_json(meta_path, meta)
+        # The folder holds only what the moments are a function of (no timing), so a rebuild writes the same
+        # bytes: the edit stages depend on it and must not rerun for a new stopwatch reading.
+        write_json(meta_path, {k: v for k, v in meta.items() if k != "seconds"})
         written[path] = meta
     return written
 
