@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--params", type=Path, default=None, help="params file (default: the repo's params.yaml)")
     run.add_argument("--device", default="auto")
     run.add_argument("--eval-batch-size", type=int, default=256)
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: params.yaml runtime.threads; 0: torch's default)")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--save-model", type=Path, default=None, metavar="DIR",
                      help="save the edited model (save_pretrained) and the editor's state to DIR")
@@ -80,7 +82,8 @@ def _run(args) -> int:
                    out_dir=args.out, overrides=parse_overrides(args.overrides), n_blocks=args.blocks,
                    eval_at=args.eval_at, checkpoint_every=args.checkpoint_every, resume=args.resume,
                    seed=args.seed, params_path=args.params or PARAMS, eval_batch_size=args.eval_batch_size,
-                   device=args.device, progress=not args.no_progress, save_model=args.save_model)
+                   device=args.device, progress=not args.no_progress, save_model=args.save_model,
+                   threads=args.threads)
     summary = run(spec)
     keys = [k for m in HEADLINE for k in (f"pre_{m}", m)] + ["edit_seconds", "eval_seconds"]
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys))

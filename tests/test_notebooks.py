@@ -17,7 +17,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_source_notebooks_are_clean():
-    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "stats", "edit", "scaling", "report", "sweep"}
+    assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "stats", "edit", "scaling", "report", "sweep", "convert",
+                                             "knowledge"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert not any(c.get("outputs") for c in nb.cells), f"{path.name} stores outputs"
@@ -72,6 +73,12 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     _run("edit", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft",
          out_dir=tmp_path / "runs" / "t-llama__world__ft")  # every T of the grid, in one notebook
     assert sorted(d.name for d in (tmp_path / "runs" / "t-llama__world__ft").iterdir()) == ["T1", "T2"]
+    _run("knowledge", tmp_path, params_path=p, model="t-llama", datasets='["world"]', records=5,
+         out_metrics=tmp_path / "metrics" / "knowledge-t-llama.json")
+    base = json.loads((tmp_path / "metrics" / "knowledge-t-llama.json").read_text())["base_rates"]
+    assert [b["dataset"] for b in base] == ["world"] and base[0]["records"] == 5
+    assert {"reliability", "generalization", "locality"} <= set(base[0])
+    assert 0 <= base[0]["reliability"] < 0.5   # the world's edit targets are counterfactual: not known before editing
     _run("scaling", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft", n_edits=4, eval_at="2",
          checkpoint_every=1, out_dir=tmp_path / "scaling", out_curve=tmp_path / "scaling" / "curve.csv",
          out_figure=tmp_path / "figures" / "scaling.png")
@@ -80,7 +87,7 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
          out_results=tmp_path / "results.csv", out_metrics=tmp_path / "metrics.json", out_figures=tmp_path / "figures")
     assert (tmp_path / "figures" / "metrics_vs_edits-world.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
-    assert json.loads((tmp_path / "metrics.json").read_text())["largest_T"] == 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["testbed: world"]["ft"]["T"] == 2
     # the executed notebooks show their figures inline (library code picks no matplotlib backend), small
     for name, n_figures in (("stats", 1), ("edit", 1), ("scaling", 1), ("report", 3)):
         nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)

@@ -37,12 +37,13 @@ def test_collect_reads_expected_runs_lists_skipped_cells_and_refuses_missing(tmp
     assert results.n_edits.tolist() == [1, 10]                      # the stale T99 is not globbed in
     assert skipped.to_dict("records") == [{"model": "m", "dataset": "zsre", "editor": "ft",
                                            "reason": "dataset file not found: x"}]
-    assert headline(results) == {"world": {"ft": {"reliability": 0.5, "generalization": 0.5, "locality": 1.0,
-                                                  "seconds_per_edit": 0.5}}, "largest_T": 10}
+    assert headline(results) == {"testbed: world": {"ft": {"reliability": 0.5, "generalization": 0.5, "locality": 1.0,
+                                                           "seconds_per_edit": 0.5, "T": 10}}}
     assert pre_edit_table(results).loc[("world", "m"), "pre_locality"] == 0.9
     (tmp_path / "m__world__ft" / "T10" / "summary.json").unlink()
     with pytest.raises(LifelongError, match="1 grid run"):
         collect({"grid": grid}, tmp_path)
+    assert collect({"grid": grid}, tmp_path, required=False)[0].n_edits.tolist() == [1]   # a named target not run
 
 
 def test_dataset_panels_and_perplexity_figures_are_drawn(tmp_path):

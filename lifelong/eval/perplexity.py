@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.modules import logits_at
 from ..models.tokenization import IGNORE
 from .teacher_forced import PromptEnds, teacher_forced_batches
 
@@ -67,10 +68,11 @@ def target_nll(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size
     count = np.zeros(len(pairs), dtype=np.int64)
     for idx, batch in teacher_forced_batches(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length,
                                              device=device, prompt_ends=prompt_ends, drop_lone_space=drop_lone_space):
-        logits = model(**batch.model_inputs()).logits.float()
-        loss = F.cross_entropy(logits.transpose(1, 2), batch.labels, ignore_index=IGNORE, reduction="none")
-        valid = (batch.labels != IGNORE)
-        sums = (loss * valid).sum(-1).cpu().numpy()
+        valid = batch.labels != IGNORE   # the LM head only where a target token is scored
+        loss = F.cross_entropy(logits_at(model, batch.model_inputs(), valid).float(), batch.labels[valid],
+                               reduction="none")
+        sums = torch.zeros(len(idx), device=loss.device, dtype=loss.dtype).index_add_(
+            0, valid.nonzero()[:, 0], loss).cpu().numpy()
         counts = valid.sum(-1).cpu().numpy()
         for row, i in enumerate(idx):
             count[i] = counts[row]

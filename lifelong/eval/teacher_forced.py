@@ -17,7 +17,12 @@ import numpy as np
 import torch
 
 from ..core.errors import LifelongError
+from ..models.modules import logits_at
 from ..models.tokenization import IGNORE, Batch, collate, encode_pair, pad_id
+
+# Padded tokens per evaluation batch. Activations grow with tokens, not rows, so this bounds memory where a row
+# count cannot (256 rows of a 300-token hallucination prompt are 77K tokens); batch_size still caps the rows.
+MAX_BATCH_TOKENS = 16384
 
 # Told, before each model forward, the index of each input row's last prompt token (None: unknown); an
 # editor's `set_prompt_ends` (GRACE reads its query there). None, the default, tells nobody anything.
@@ -49,10 +54,11 @@ def label_prompt_ends(labels: torch.Tensor) -> torch.Tensor:
 
 def teacher_forced_batches(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int,
                            max_length: int | None = None, device: torch.device | str | None = None,
-                           prompt_ends: PromptEnds = None,
-                           drop_lone_space: bool = False) -> Iterator[tuple[list[int], Batch]]:
+                           prompt_ends: PromptEnds = None, drop_lone_space: bool = False,
+                           max_tokens: int = MAX_BATCH_TOKENS) -> Iterator[tuple[list[int], Batch]]:
     """The (prompt, answer) pairs as right-padded batches on the model's device, shortest first (length-sorted
-    batches waste little on padding), with the model in eval mode. Yields (indices into `pairs`, batch);
+    batches waste little on padding), with the model in eval mode; a batch holds at most `batch_size` rows and
+    `max_tokens` padded tokens (but always one row). Yields (indices into `pairs`, batch);
     `prompt_ends`, if given, is told each batch's last-prompt-token positions before the caller's forward, and
     None at the end. The model's training flag is restored afterwards."""
     device = device or next(model.parameters()).device
@@ -61,9 +67,9 @@ def teacher_forced_batches(model, tokenizer, pairs: Sequence[tuple[str, str]], *
     pid = pad_id(tokenizer)
     was_training = model.training
     model.eval()
+    lengths = [min(len(encoded[i].input_ids), max_length or 1 << 30) for i in order]
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _budgeted(order, lengths, batch_size, max_tokens):
             batch = collate([encoded[i] for i in idx], pad_id=pid, max_length=max_length).to(device)
             if prompt_ends is not None:
                 prompt_ends(label_prompt_ends(batch.labels))
@@ -72,6 +78,18 @@ def teacher_forced_batches(model, tokenizer, pairs: Sequence[tuple[str, str]], *
         if prompt_ends is not None:
             prompt_ends(None)
         model.train(was_training)
+
+
+def _budgeted(order: list[int], lengths: list[int], rows: int, tokens: int) -> Iterator[list[int]]:
+    """Split length-sorted `order` into runs of at most `rows` items whose padded size (rows x longest) fits
+    `tokens`; a single item longer than the budget goes alone."""
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and stop - start < rows and (stop - start + 1) * lengths[stop] <= tokens:
+            stop += 1
+        yield order[start:stop]
+        start = stop
 
 
 @torch.no_grad()
@@ -84,13 +102,17 @@ def score_pairs(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_siz
     predictions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(pairs)
     for idx, batch in teacher_forced_batches(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length,
                                              device=device, prompt_ends=prompt_ends):
-        logits = model(**batch.model_inputs()).logits
-        acc = token_accuracy(logits, batch.labels).cpu().numpy()
-        argmax = logits.argmax(-1).cpu().numpy()
-        labels = batch.labels.cpu().numpy()
+        # the LM head only at answer positions: at a 49K vocabulary, full logits are most of the memory and time
+        answer = batch.labels != IGNORE
+        argmax = logits_at(model, batch.model_inputs(), answer).argmax(-1)
+        hits = (argmax == batch.labels[answer]).float()
+        rows = answer.nonzero()[:, 0]
+        acc = torch.zeros(len(idx), device=hits.device).index_add_(0, rows, hits) / answer.sum(-1).clamp(min=1)
+        acc, argmax, counts = acc.cpu().numpy(), argmax.cpu().numpy(), answer.sum(-1).cpu().numpy()
+        offsets = np.concatenate([[0], np.cumsum(counts)])
         for row, i in enumerate(idx):
             accuracy[i] = acc[row]
-            predictions[i] = argmax[row][labels[row] != IGNORE]
+            predictions[i] = argmax[offsets[row]:offsets[row + 1]]
     return PairScores(accuracy, predictions)
 
 

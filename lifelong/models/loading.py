@@ -47,7 +47,13 @@ def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
     except OSError as exc:
         raise LifelongError(f"could not load model {path_or_id!r}: {str(exc).splitlines()[0]}. "
                             "Testbed models are built by `dvc repro pretrain`; hub models need network access.") from None
+    # The pad rule: a tokenizer without a pad token pads with its end-of-sequence token. Padding is always masked
+    # (attention mask, labels -100) and placed right of the text, so no position or score shifts; no token is
+    # added, so the vocabulary and the embedding matrix stay as trained.
     if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise LifelongError(f"model {path_or_id!r}: its tokenizer has neither a pad nor an end-of-sequence token; "
+                                "set one in its tokenizer_config.json (the suite never adds tokens to a vocabulary)")
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     model.requires_grad_(False)  # editors switch on exactly what they train

@@ -22,10 +22,12 @@ OPTIONAL_FIELDS = tuple(k for k in registry.summary_columns() if k not in CORE_F
 SUMMARY_FIELDS = (*CORE_FIELDS, *OPTIONAL_FIELDS, "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
 
 
-def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, skipped): one row per grid run with the summary's headline fields, and one row per
-    cell skipped because its dataset file was not in the data directory. The expected runs come from
-    params.yaml (each dataset's protocol), never from a glob. A missing run is an error."""
+def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid",
+            required: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, skipped): one row per grid run with the summary's headline fields (and the grid's name), and
+    one row per cell skipped because its dataset file was not in the data directory. The expected runs come
+    from params.yaml (each dataset's protocol), never from a glob. A missing run is an error when `required`
+    (the default pipeline's grids); otherwise it is left out (a named target that has not been run)."""
     rows, skipped, missing = [], [], []
     for model, dataset, editor in expected_cells(params[grid]):
         cell = Path(runs_dir) / cell_name(model, dataset, editor)
@@ -43,10 +45,10 @@ def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid") ->
                 missing.append(str(path))
                 continue
             s = io.read_json(path)
-            rows.append({k: s.get(k) for k in SUMMARY_FIELDS})
-    if missing:
+            rows.append({"grid": grid, **{k: s.get(k) for k in SUMMARY_FIELDS}})
+    if missing and required:
         raise LifelongError(f"{len(missing)} grid run(s) have no summary, e.g. {missing[0]}; run `dvc repro` first")
-    results = pd.DataFrame(rows, columns=list(SUMMARY_FIELDS))
+    results = pd.DataFrame(rows, columns=["grid", *SUMMARY_FIELDS])
     results = results.drop(columns=[c for c in OPTIONAL_FIELDS if results[c].isna().all()])  # metrics not asked for
     return results, pd.DataFrame(skipped, columns=["model", "dataset", "editor", "reason"])
 
@@ -77,7 +79,7 @@ def plot_metrics_vs_edits(results: pd.DataFrame, path: str | Path, dataset: str 
     grid.set(xscale="log", ylim=(-0.03, 1.03))
     grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
-    title = f"Editing the testbed: {dataset}" if dataset else "Editing results"
+    title = f"Editing results: {dataset}" if dataset else "Editing results"
     grid.figure.suptitle(title, y=1.02)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110, bbox_inches="tight")
@@ -94,7 +96,8 @@ def pre_edit_table(results: pd.DataFrame) -> pd.DataFrame:
     return top.groupby(["dataset", "model"])[cols].mean()
 
 
-def plot_datasets(results: pd.DataFrame, path: str | Path):
+def plot_datasets(results: pd.DataFrame, path: str | Path,
+                  title: str = "Editing results per dataset (mean over the testbed models; band: min to max)"):
     """One panel per (metric, dataset): each editor's score against T, mean and range over the models."""
     import seaborn as sns
 
@@ -106,10 +109,27 @@ def plot_datasets(results: pd.DataFrame, path: str | Path):
     grid.set(xscale="log", ylim=(-0.03, 1.03))
     grid.set_axis_labels("edits before evaluation (T)", "token accuracy")
     grid.set_titles(row_template="{row_name}", col_template="{col_name}")
-    grid.figure.suptitle("Editing results per dataset (mean over the testbed models; band: min to max)", y=1.02)
+    grid.figure.suptitle(title, y=1.02)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110, bbox_inches="tight")
     return grid
+
+
+def beside_testbed(results: pd.DataFrame, real_models: list[str]) -> pd.DataFrame:
+    """The real models' runs labelled `MODEL: dataset`, beside the testbed's labelled `testbed: dataset` (their
+    mean over the tiny models), in that order: the frame the headline figure and table are drawn from."""
+    real = results.model.isin(real_models)
+    label = results.model.where(real, "testbed") + ": " + results.dataset
+    order = sorted(set(label[real])) + sorted(set(label[~real]))
+    return results.assign(dataset=pd.Categorical(label, categories=order, ordered=True))
+
+
+def headline_table(results: pd.DataFrame, real_models: list[str]) -> pd.DataFrame:
+    """Per (model or testbed, dataset) x editor x T: the unedited base rate, then Rel / Gen / Loc and locality
+    agreement after editing, and the seconds per edit (testbed rows: the mean over the tiny models)."""
+    data = beside_testbed(results, real_models)
+    cols = ["pre_reliability", "reliability", "generalization", "locality", "locality_agreement", "seconds_per_edit"]
+    return data.groupby(["dataset", "editor", "n_edits"], observed=True)[cols].mean().unstack("n_edits")
 
 
 def plot_perplexity(results: pd.DataFrame, path: str | Path, dataset: str = "hallucination"):
@@ -147,17 +167,19 @@ def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit 
     return fig
 
 
-def headline(results: pd.DataFrame) -> dict[str, Any]:
-    """Small metrics file for `dvc metrics show`: per dataset and editor, the mean over models at the largest T."""
+def headline(results: pd.DataFrame, real_models: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Small metrics file for `dvc metrics show`: per dataset (`MODEL: dataset` for a real model, `testbed: dataset`
+    for the mean over the tiny models) and editor, the scores at that dataset's largest T."""
     out: dict[str, Any] = {}
-    top = results[results.n_edits == results.n_edits.max()]
+    data = beside_testbed(results, list(real_models)).astype({"dataset": str})
+    top = data[data.n_edits == data.groupby("dataset").n_edits.transform("max")]
     for (dataset, editor), group in top.groupby(["dataset", "editor"]):
         entry = {m: round(float(group[m].mean()), 4) for m in METRICS if group[m].notna().any()}
         if "target_ppl_clip100" in group and group.target_ppl_clip100.notna().any():
             entry["target_ppl_clip100"] = round(float(group.target_ppl_clip100.mean()), 3)
         entry["seconds_per_edit"] = round(float(group.seconds_per_edit.mean()), 4)
+        entry["T"] = int(group.n_edits.iloc[0])
         out.setdefault(dataset, {})[editor] = entry
-    out["largest_T"] = int(results.n_edits.max())
     return out
 
 

@@ -69,6 +69,7 @@ class RunSpec:
     progress: bool = True
     save_model: Path | None = None     # save the edited model of the last block here (editors/artifact.py)
     variant: str | None = None         # a named variant of the editor (pipeline/cell.py), e.g. MEMIT's "mass"
+    threads: int | None = None         # torch CPU threads; None: params.yaml runtime.threads; 0: torch's default
 
     @property
     def label(self) -> str:
@@ -141,6 +142,12 @@ def setup(spec: RunSpec) -> Run:
     if bad_eval:
         raise LifelongError(f"--eval-at values must lie in 1..{spec.n_edits}; got {bad_eval}")
 
+    threads = spec.threads if spec.threads is not None else (params.get("runtime") or {}).get("threads", 0)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        where = "--threads" if spec.threads is not None else "params.yaml runtime.threads"
+        raise LifelongError(f"{where}: expected an integer >= 0 (0: torch's default, one per core), got {threads!r}")
+    if threads:
+        torch.set_num_threads(threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
     path, dtype = resolve_model(spec.model, params)
     model, tokenizer = load_model(path, dtype=dtype, device=device)
@@ -266,6 +273,7 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": torch.get_num_threads(),
         "hparams": dataclasses.asdict(r.hparams),
         "editor_report": r.editor.report(),
         "metric_definitions": registry.definitions(metrics),

@@ -1,7 +1,8 @@
 """Hyperparameter sweeps: where a paper's settings do not transfer to a small model, try a few values once,
 record every run, and choose by a stated rule, never by eye.
 
-`sweep(...)` runs one editor over the cross product of the values given, on each dataset, at each T (one
+`sweep(...)` runs one editor over the cross product of the values given (or over an explicit list of settings,
+for values that only make sense together, such as WISE's three margins), on each dataset, at each T (one
 block of T edits, or `blocks` blocks for T = 1), and returns one row per run. `choose(...)` applies the rule:
 the setting with the best mean of reliability and generalization at the largest T, among those whose locality
 agreement stays at or above `min_agreement` on every dataset; if none does, the setting with the best
@@ -18,22 +19,34 @@ import pandas as pd
 from .runner import RunSpec, run
 
 
-def sweep(*, model: str, editor: str, values: Mapping[str, Sequence[Any]], datasets: Sequence[str],
+def settings_of(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A grid {key: [values]} as its cross product, or an explicit list of settings as given."""
+    if isinstance(values, Mapping):
+        names = list(values)
+        return [dict(zip(names, combo)) for combo in itertools.product(*(values[n] for n in names))]
+    return [dict(setting) for setting in values]
+
+
+def _slug(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def sweep(*, model: str, editor: str, values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+          datasets: Sequence[str],
           out_dir: str | Path, params_path: str | Path, n_edits: Sequence[int] = (1, 10), blocks_at_one: int = 10,
           fixed: Mapping[str, Any] | None = None, seed: int = 0) -> pd.DataFrame:
     """One row per (setting, dataset, T): the setting's values, the headline metrics and the seconds per edit."""
-    names = list(values)
     rows = []
-    for combo in itertools.product(*(values[n] for n in names)):
-        setting = dict(zip(names, combo))
-        label = ", ".join(f"{k}={v}" for k, v in setting.items())
+    for setting in settings_of(values):
+        label = ", ".join(f"{k}={_slug(v)}" for k, v in setting.items())
         for dataset in datasets:
             for n in n_edits:
-                folder = Path(out_dir) / editor / "-".join(f"{k}{v}" for k, v in setting.items()) / dataset / f"T{n}"
+                folder = Path(out_dir) / editor / "-".join(f"{k}{_slug(v)}" for k, v in setting.items()) / dataset / f"T{n}"
                 summary = run(RunSpec(model=model, dataset=dataset, editor=editor, n_edits=int(n), seed=seed,
                                       n_blocks=blocks_at_one if n == 1 else 1, overrides={**(fixed or {}), **setting},
                                       out_dir=folder, params_path=Path(params_path), progress=False))
-                rows.append({"editor": editor, "setting": label, **setting, "dataset": dataset, "n_edits": int(n),
+                rows.append({"editor": editor, "setting": label, **{k: _slug(v) for k, v in setting.items()},
+                             "dataset": dataset, "n_edits": int(n),
                              **{k: summary[k] for k in ("reliability", "generalization", "locality_agreement",
                                                         "seconds_per_edit")}})
     return pd.DataFrame(rows)
