@@ -18,7 +18,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_source_notebooks_are_clean():
     assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "stats", "edit", "scaling", "report", "sweep", "convert",
-                                             "knowledge"}
+                                             "knowledge", "extended"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert not any(c.get("outputs") for c in nb.cells), f"{path.name} stores outputs"
@@ -85,6 +85,9 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     _run("report", tmp_path, params_path=p, runs_dir=tmp_path / "runs", metrics_dir=tmp_path / "metrics",
          scaling_curve=tmp_path / "scaling" / "curve.csv", sequential_dir=tmp_path / "sequential",
          out_results=tmp_path / "results.csv", out_metrics=tmp_path / "metrics.json", out_figures=tmp_path / "figures")
+    _run("extended", tmp_path, params_path=p, grid="grid", runs_dir=tmp_path / "runs",
+         out_results=tmp_path / "extended.csv", out_figure=tmp_path / "extended.png")   # a named target's table
+    assert len(open(tmp_path / "extended.csv").readlines()) == 3 and (tmp_path / "extended.png").stat().st_size > 5_000
     assert (tmp_path / "figures" / "metrics_vs_edits-world.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
     assert json.loads((tmp_path / "metrics.json").read_text())["testbed: world"]["ft"]["T"] == 2
