@@ -53,15 +53,15 @@ def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid",
     return results, pd.DataFrame(skipped, columns=["model", "dataset", "editor", "reason"])
 
 
-def tidy(results: pd.DataFrame) -> pd.DataFrame:
-    """Long format: one row per (run, metric), with the unedited model as editor 'unedited'."""
+def tidy(results: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+    """Long format: one row per (run, metric), with the unedited model as editor 'unedited' (whose locality
+    agreement with itself is 1 by definition)."""
     keep = ["model", "dataset", "editor", "n_edits"]
-    post = results.melt(id_vars=keep, value_vars=list(METRICS), var_name="metric", value_name="value")
+    post = results.melt(id_vars=keep, value_vars=list(metrics), var_name="metric", value_name="value")
     # pre-edit scores do not depend on the editor: one "unedited" line per (model, dataset, T)
-    pre = (results.drop(columns=list(METRICS)).rename(columns={f"pre_{m}": m for m in METRICS})
-           .drop_duplicates(["model", "dataset", "n_edits"]))
-    pre = pre.assign(editor="unedited").melt(id_vars=keep, value_vars=list(METRICS), var_name="metric",
-                                             value_name="value")
+    pre = results[keep].assign(**{m: results[f"pre_{m}"] if f"pre_{m}" in results else 1.0 for m in metrics})
+    pre = pre.drop_duplicates(["model", "dataset", "n_edits"]).assign(editor="unedited")
+    pre = pre.melt(id_vars=keep, value_vars=list(metrics), var_name="metric", value_name="value")
     return pd.concat([post, pre], ignore_index=True)
 
 
@@ -97,11 +97,12 @@ def pre_edit_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_datasets(results: pd.DataFrame, path: str | Path,
-                  title: str = "Editing results per dataset (mean over the testbed models; band: min to max)"):
+                  title: str = "Editing results per dataset (mean over the testbed models; band: min to max)",
+                  metrics: tuple[str, ...] = METRICS):
     """One panel per (metric, dataset): each editor's score against T, mean and range over the models."""
     import seaborn as sns
 
-    data = tidy(results)
+    data = tidy(results, metrics)
     sns.set_theme(style="whitegrid", context="notebook")
     grid = sns.relplot(data=data, x="n_edits", y="value", hue="editor", style="editor", col="dataset",
                        row="metric", kind="line", markers=True, dashes=False, errorbar=("pi", 100), height=2.6,
