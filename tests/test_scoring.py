@@ -48,8 +48,8 @@ class BigramLM(torch.nn.Module):
             weights[a, b] = 20.0
         self.weights = torch.nn.Parameter(weights, requires_grad=False)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
-        return SimpleNamespace(logits=self.weights[input_ids], past_key_values=None)
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=None):
+        return SimpleNamespace(logits=self.weights[input_ids], cache=None)
 
 
 def chain(tok, prompt: str, answer: str) -> dict[int, int]:
@@ -219,3 +219,56 @@ def test_temporal_ood_is_the_rate_of_losses_below_delta(tokenizers, random_model
     net, ntok = random_models["llama"]
     real = temporal_ood(net, ntok, pairs, delta=100.0)
     assert np.allclose(real.loss, target_nll(net, ntok, pairs).nll) and real.summary()["ood_gen"] == 1.0
+
+
+# -- generation through a chat template (models.NAME.chat_template) -------------------------------
+
+def test_contains_answer_matches_whole_normalised_words():
+    from lifelong.eval.generation import contains_answer
+
+    assert contains_answer("The architect of the station is Ken Duncan.", "Ken Duncan")
+    assert contains_answer("It was designed by KEN DUNCAN, in 1920", "ken duncan")
+    assert not contains_answer("It was designed by Ken Duncanson", "Ken Duncan")
+    assert not contains_answer("Paris", "")
+
+
+CHAT = "{% for m in messages %}Q: {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} A:{% endif %}"
+
+
+def test_chat_template_prompts_the_turn_and_finds_the_answer_in_the_reply(tokenizers):
+    tok = copy.deepcopy(tokenizers[True])
+    tok.chat_template = CHAT
+    templated = tok.apply_chat_template([{"role": "user", "content": "Kalo Venrik lives in"}], tokenize=False,
+                                        add_generation_prompt=True)
+    assert templated == "Q: Kalo Venrik lives in A:"
+    # the model answers the templated question in a sentence, and the raw one with nothing useful
+    model = BigramLM(len(tok), chain(tok, templated, "so Paris"),
+                     fallback=tok.convert_tokens_to_ids("<unk>"))
+    pairs = [("Kalo Venrik lives in", "Paris")]
+    raw = generation_exact_match(model, tok, pairs)
+    chat = generation_exact_match(model, tok, pairs, chat_template=True, reply_tokens=4)
+    assert raw.exact_match.tolist() == [0.0]
+    assert chat.exact_match.tolist() == [1.0] and "Paris" in chat.generations[0]
+    assert len(chat.generated_ids[0]) == len(answer_ids(tok, "Paris")) + 4
+    # a reply that only starts the answer's words is no hit
+    short = generation_exact_match(model, tok, pairs, chat_template=True, reply_tokens=0)
+    assert short.exact_match.tolist() == [0.0]
+
+
+def test_chat_template_on_a_tokenizer_without_one_is_one_clear_error(tokenizers):
+    tok = copy.deepcopy(tokenizers[True])
+    tok.chat_template = None
+    model = BigramLM(len(tok), {}, fallback=0)
+    with pytest.raises(LifelongError, match="has no chat template.*chat_template: false"):
+        generation_exact_match(model, tok, [("a", "b")], chat_template=True)
+
+
+def test_the_chat_template_switch_is_a_checked_model_setting():
+    from lifelong.core.errors import ConfigError
+    from lifelong.models.loading import uses_chat_template
+
+    params = {"models": {"raw": {"path": "x"}, "chat": {"path": "x", "chat_template": True},
+                         "typo": {"path": "x", "chat_template": "yes"}}}
+    assert uses_chat_template("raw", params) is False and uses_chat_template("chat", params) is True
+    with pytest.raises(ConfigError, match=r"models.typo.chat_template: expected true or false, got 'yes'"):
+        uses_chat_template("typo", params)

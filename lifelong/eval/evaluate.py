@@ -75,11 +75,12 @@ class Scores:
 
 def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: int = 256,
                   reference: list[np.ndarray] | None = None, extras: tuple[str, ...] = (),
-                  max_length: int | None = None, prompt_ends: PromptEnds = None) -> Scores:
+                  max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False) -> Scores:
     """Score one chunk of records. `reference`: pre-edit locality predictions for agreement;
     `extras`: option names from the metric registry; `max_length`: the model's context (longer inputs are cut
     from the left, so the answer is kept); `prompt_ends`: told each batch's last prompt tokens before its
-    forward (an editor's `set_prompt_ends`; see `teacher_forced.score_pairs`)."""
+    forward (an editor's `set_prompt_ends`; see `teacher_forced.score_pairs`); `chat_template`: generation metrics
+    prompt through the tokenizer's chat template (generation.py)."""
     n = len(records)
     kw = dict(batch_size=batch_size, max_length=max_length, prompt_ends=prompt_ends)
     rel = score_pairs(model, tokenizer, [(r.prompt, r.target) for r in records], **kw).accuracy
@@ -105,19 +106,19 @@ def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: in
                 agree[i] = float(np.mean(ref == out.predictions[j])) if len(ref) else 1.0
     extra: dict[str, np.ndarray] = {}
     for option in extras:
-        extra |= registry.OPTIONS[option](model, tokenizer, records, **kw)
+        extra |= registry.OPTIONS[option](model, tokenizer, records, **kw, chat_template=chat_template)
     return Scores(rel, gen, loc, agree, Predictions.from_list(preds), extra)
 
 
 def score_stream(model, tokenizer, records: Iterable[EditRecord], *, chunk: int = 4096, batch_size: int = 256,
                  reference: Predictions | None = None, extras: tuple[str, ...] = (),
-                 max_length: int | None = None, prompt_ends: PromptEnds = None) -> Scores:
+                 max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False) -> Scores:
     """Score any number of records, `chunk` at a time."""
     parts, offset = [], 0
     for block in chunked(records, chunk):
         ref = reference.slice(offset, offset + len(block)) if reference is not None else None
         parts.append(score_records(model, tokenizer, block, batch_size=batch_size, reference=ref, extras=extras,
-                                   max_length=max_length, prompt_ends=prompt_ends))
+                                   max_length=max_length, prompt_ends=prompt_ends, chat_template=chat_template))
         offset += len(block)
     return Scores.concat(parts)
 

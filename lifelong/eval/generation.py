@@ -5,6 +5,11 @@ teacher forcing).
   repo's (prompt, " " + answer) convention), decoded and compared after SQuAD-style normalisation
   (lowercase, punctuation, articles a/an/the and extra whitespace removed). Batched with left
   padding and explicit position ids, so a batch gives the same tokens as one prompt at a time.
+* With `chat_template=True` (params.yaml `models.NAME.chat_template`, for instruct models; raw prompts are
+  the default, as in the papers) each prompt is one user turn in the tokenizer's chat template with the
+  assistant's generation prompt, and the model replies in sentences ("The architect of X is ..."), so the
+  first len(target) tokens never match. The hit rule is then: the normalised target appears, as whole words,
+  in the normalised reply of len(target) + `reply_tokens` tokens (cut at the end-of-sequence token).
 
 All model passes run under no_grad in eval mode, in length-sorted batches, results in input order.
 """
@@ -113,7 +118,7 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
                 if prompt_ends is not None:
                     prompt_ends(None)
                 result = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
-                               past_key_values=result.past_key_values, use_cache=True)
+                               cache=result.cache, use_cache=True)   # transformers 5: `cache`, not past_key_values
             tokens = torch.stack(generated, dim=1).cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = tokens[row][: lengths[i]]
@@ -124,15 +129,34 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
     return out
 
 
+def contains_answer(reply: str, target: str) -> bool:
+    """Whether the normalised target appears as whole words in the normalised reply (the chat-template rule)."""
+    wanted = normalize_answer(target)
+    return bool(wanted) and f" {wanted} " in f" {normalize_answer(reply)} "
+
+
+def chat_prompts(tokenizer, prompts: Sequence[str]) -> list[str]:
+    """Each prompt as one user turn in the tokenizer's chat template, ending with the assistant's generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise LifelongError(f"chat_template is on, but the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no "
+                            "chat template (set models.NAME.chat_template: false for a base model)")
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts]
+
+
 def generation_exact_match(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 64,
                            device: torch.device | str | None = None, max_length: int | None = None,
-                           drop_lone_space: bool = False, prompt_ends: PromptEnds = None) -> GenerationScores:
-    """Greedy-decode len(target tokens) tokens after each prompt and compare to the target."""
+                           drop_lone_space: bool = False, prompt_ends: PromptEnds = None,
+                           chat_template: bool = False, reply_tokens: int = 16) -> GenerationScores:
+    """Greedy-decode len(target tokens) tokens after each prompt and compare to the target (raw prompts);
+    with `chat_template`, reply len(target) + reply_tokens tokens to the templated prompt and look for the target."""
     targets = [answer_ids(tokenizer, a, drop_lone_space=drop_lone_space) for _, a in pairs]
     for (prompt, answer), t in zip(pairs, targets):
         if not t:
             raise LifelongError(f"answer {answer!r} (prompt {prompt!r}) tokenizes to nothing")
-    generated = greedy_generate(model, tokenizer, [p for p, _ in pairs], [len(t) for t in targets],
+    prompts = chat_prompts(tokenizer, [p for p, _ in pairs]) if chat_template else [p for p, _ in pairs]
+    extra = reply_tokens if chat_template else 0
+    generated = greedy_generate(model, tokenizer, prompts, [len(t) + extra for t in targets],
                                 batch_size=batch_size, device=device, max_length=max_length,
                                 prompt_ends=prompt_ends)
     eos = tokenizer.eos_token_id
@@ -140,6 +164,7 @@ def generation_exact_match(model, tokenizer, pairs: Sequence[tuple[str, str]], *
     for ids in generated:
         cut = ids.index(eos) if eos is not None and eos in ids else len(ids)
         texts.append(tokenizer.decode(ids[:cut], skip_special_tokens=True))
-    em = np.array([float(exact_match(text, answer)) for text, (_, answer) in zip(texts, pairs)])
-    tok = np.array([float(g == t) for g, t in zip(generated, targets)])
+    hit = contains_answer if chat_template else exact_match
+    em = np.array([float(hit(text, answer)) for text, (_, answer) in zip(texts, pairs)])
+    tok = np.array([float(g[:len(t)] == t) for g, t in zip(generated, targets)])
     return GenerationScores(em, tok, texts, generated)

@@ -37,7 +37,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("locality_agreement", "fraction of locality answer positions whose argmax equals the unedited model's "
            "(EasyEdit/WISE Loc)", "higher"),
     Metric("reliability_em", "greedy decoding of len(target tokens) tokens after the prompt equals the target after "
-           "SQuAD normalisation (generation exact match, 'Mirage of Model Editing')", "higher", "exact_match",
+           "SQuAD normalisation (generation exact match, 'Mirage of Model Editing'); with models.NAME.chat_template, the "
+           "target appears as whole words in the reply to the chat-templated prompt (summary: generation_prompts)",
+           "higher", "exact_match",
            "generated"),
     Metric("generalization_em", "the same generation exact match, from the first rephrase", "higher", "exact_match",
            "generated"),
@@ -52,35 +54,37 @@ CORE = tuple(name for name, m in METRICS.items() if m.option is None)
 HEADLINE = ("reliability", "generalization", "locality")   # the papers' Rel / Gen / Loc
 
 
-# -- optional metrics: option name -> function(model, tokenizer, records, *, max_length, batch_size, prompt_ends) --
-# (prompt_ends: the optional callable told each batch's last prompt tokens, see teacher_forced.score_pairs)
+# -- optional metrics: option name -> function(model, tokenizer, records, *, max_length, batch_size, prompt_ends,
+#    chat_template) -- (prompt_ends: the optional callable told each batch's last prompt tokens, see
+#    teacher_forced.score_pairs; chat_template: generation metrics prompt through the chat template, see generation.py;
+#    teacher-forced and perplexity metrics always use raw prompts)
 
 Compute = Callable[..., dict[str, np.ndarray]]
 
 
 def _exact_match(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
-                 prompt_ends=None) -> dict[str, np.ndarray]:
+                 prompt_ends=None, chat_template: bool = False) -> dict[str, np.ndarray]:
     n = len(records)
+    kw = dict(max_length=max_length, batch_size=batch_size, prompt_ends=prompt_ends, chat_template=chat_template)
     out = {"reliability_em": generation.generation_exact_match(
-        model, tokenizer, [(r.prompt, r.target) for r in records], max_length=max_length,
-        batch_size=batch_size, prompt_ends=prompt_ends).exact_match, "generalization_em": np.full(n, np.nan)}
+        model, tokenizer, [(r.prompt, r.target) for r in records], **kw).exact_match,
+        "generalization_em": np.full(n, np.nan)}
     has_reph = [i for i, r in enumerate(records) if r.rephrase]
     if has_reph:
         out["generalization_em"][has_reph] = generation.generation_exact_match(
-            model, tokenizer, [(records[i].rephrase, records[i].target) for i in has_reph],
-            max_length=max_length, batch_size=batch_size, prompt_ends=prompt_ends).exact_match
+            model, tokenizer, [(records[i].rephrase, records[i].target) for i in has_reph], **kw).exact_match
     return out
 
 
 def _perplexity(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
-                prompt_ends=None) -> dict[str, np.ndarray]:
+                prompt_ends=None, chat_template: bool = False) -> dict[str, np.ndarray]:
     pairs = [(r.prompt, r.target) for r in records]
     return {"target_ppl": perplexity.target_perplexity(model, tokenizer, pairs, max_length=max_length,
                                                        prompt_ends=prompt_ends).ppl}
 
 
 def _temporal_ood(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
-                  prompt_ends=None) -> dict[str, np.ndarray]:
+                  prompt_ends=None, chat_template: bool = False) -> dict[str, np.ndarray]:
     n = len(records)
     out = {"ood_success": np.full(n, np.nan), "ood_loss": np.full(n, np.nan)}
     has_ood = [i for i, r in enumerate(records) if (r.extras or {}).get("ood_rephrase")]

@@ -35,6 +35,16 @@ def resolve_model(name: str, params: Mapping[str, Any]) -> tuple[str, str]:
     return str(path), dtype
 
 
+def uses_chat_template(name: str, params: Mapping[str, Any]) -> bool:
+    """params.yaml `models.NAME.chat_template` (default false: raw prompts, as the papers edit and score): whether
+    generation metrics prompt through the tokenizer's chat template (eval/generation.py). Teacher-forced scores
+    always use raw prompts."""
+    value = ((params.get("models") or {}).get(name) or {}).get("chat_template", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"params.yaml models.{name}.chat_template: expected true or false, got {value!r}")
+    return value
+
+
 def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
     """Load a causal LM and its tokenizer through the Auto classes (the hub path a GPU user takes too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

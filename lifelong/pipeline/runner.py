@@ -40,7 +40,7 @@ from ..data import dataset_metrics, load_dataset, locality_pool
 from ..editors import EditContext, Editor, EditorHparams, build_hparams, editor_class
 from ..eval import registry
 from ..eval.evaluate import Predictions, Scores, chunked, score_stream
-from ..models.loading import context_length, fingerprint, load_model, resolve_model
+from ..models.loading import context_length, fingerprint, load_model, resolve_model, uses_chat_template
 from ..models.modules import family_of
 from . import checkpoint
 from .checkpoint import RunState
@@ -97,6 +97,7 @@ class Run:
     out: Path
     max_length: int | None             # the model's context; longer evaluation inputs are cut from the left
     state: RunState
+    chat_template: bool = False        # generation metrics through the chat template (models.NAME.chat_template)
 
     @property
     def turns_per_block(self) -> int:
@@ -107,7 +108,7 @@ class Run:
         return self.out / "checkpoint.pt"
 
     def identity(self) -> dict[str, Any]:
-        return self.spec.identity() | {"hparams": dataclasses.asdict(self.hparams)}
+        return self.spec.identity() | {"hparams": dataclasses.asdict(self.hparams), "chat_template": self.chat_template}
 
 
 def run(spec: RunSpec, *, on_checkpoint: OnCheckpoint | None = None) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def run(spec: RunSpec, *, on_checkpoint: OnCheckpoint | None = None) -> dict[str
         t0 = time.perf_counter()
         r.state.pre = score_stream(r.model, r.tokenizer, r.source.records(0, spec.n_edits * spec.n_blocks),
                                    batch_size=spec.eval_batch_size, extras=r.options, max_length=r.max_length,
-                                   prompt_ends=r.editor.set_prompt_ends)
+                                   prompt_ends=r.editor.set_prompt_ends, chat_template=r.chat_template)
         r.state.eval_seconds += time.perf_counter() - t0
     bar = tqdm(total=r.turns_per_block * spec.n_blocks, initial=r.state.block * r.turns_per_block + r.state.turn,
                desc=f"{spec.editor} on {spec.model}", unit="turn", disable=not spec.progress)
@@ -164,7 +165,8 @@ def setup(spec: RunSpec) -> Run:
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    r = Run(spec, source, options, model, tokenizer, hparams, editor, out, context_length(model), RunState())
+    r = Run(spec, source, options, model, tokenizer, hparams, editor, out, context_length(model), RunState(),
+            uses_chat_template(spec.model, params))
     if spec.resume and r.checkpoint_path.exists():
         r.state = checkpoint.load(r.checkpoint_path, r.identity(), editor)
         print(f"resumed from {r.checkpoint_path}: block {r.state.block}, turn {r.state.turn}")
@@ -223,7 +225,7 @@ def evaluate(r: Run, first: int, count: int) -> Scores:
     reference = Predictions.from_list(r.state.pre.locality_predictions.slice(first, first + count))
     scores = score_stream(r.model, r.tokenizer, r.source.records(first, first + count),
                           batch_size=r.spec.eval_batch_size, reference=reference, extras=r.options,
-                          max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends)
+                          max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends, chat_template=r.chat_template)
     r.state.eval_seconds += time.perf_counter() - t0
     return scores
 
@@ -274,6 +276,7 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
+        "generation_prompts": "chat_template" if r.chat_template else "raw",
         "hparams": dataclasses.asdict(r.hparams),
         "editor_report": r.editor.report(),
         "metric_definitions": registry.definitions(metrics),
