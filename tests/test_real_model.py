@@ -1,5 +1,6 @@
 """The real model's plumbing: the GGUF-in-a-wheel conversion (and its refusals), answer-position scoring, the
-token budget of evaluation batches, the threads setting, named sweeps, and the report's real-vs-testbed frame."""
+token budget of evaluation batches, the threads setting, named sweeps, the report's real-vs-testbed frame, and
+the real-text corpus of its layer statistics."""
 from __future__ import annotations
 
 import hashlib
@@ -140,6 +141,7 @@ def test_threads_are_set_and_recorded(params_file, tmp_path):
         summary = run(RunSpec(model="t-llama", dataset="world", editor="ft", n_edits=1, out_dir=tmp_path,
                               params_path=params_file, progress=False, threads=2))
         assert summary["threads"] == 2 == torch.get_num_threads()
+        assert summary["generation_prompts"] == "raw"   # models.NAME.chat_template defaults to raw prompts
     finally:
         torch.set_num_threads(before)
 
@@ -180,3 +182,48 @@ def test_the_real_model_is_reported_beside_the_testbed_mean():
     assert table.loc[("real: zsre", "ft"), ("reliability", 10)] == pytest.approx(0.8)
     head = report.headline(results, ["real"])
     assert head["real: zsre"]["ft"]["reliability"] == 0.8 and head["testbed: world"]["ft"]["T"] == 10
+
+
+# -- the real-text corpus of layer statistics (stats@MODEL with corpus real_text) ----------------------
+
+def _passage(prompt: str, locality: str, subject: str = "someone") -> dict:
+    return {"prompt": prompt, "target_new": "t", "subject": subject, "locality_prompt": locality,
+            "locality_ground_truth": "more text"}
+
+
+@pytest.fixture
+def real_text_params(tmp_path):
+    import json
+
+    (tmp_path / "edits.json").write_text(json.dumps([_passage("p", "l", "Kalo Venrik"), _passage("p", "l", "Mor")]))
+    (tmp_path / "passages.json").write_text(json.dumps([
+        _passage("A biography of kalo venrik, the painter.", "Shops open at nine."),   # prompt names a subject
+        _passage("Kalo Venrikson was a sailor.", "Shops open at nine."),               # not the whole words
+        _passage("Mor is a short name.", "Weather: rain."),                            # subject under 4 chars
+    ]))
+    entry = lambda path: {"loader": "wise_hallucination", "path": path}
+    return {"data_dir": str(tmp_path), "datasets": {"edits": entry("edits.json")},
+            "stats": {"real_text": {"sources": {"passages": entry("passages.json")}, "fields": ["locality", "prompt"],
+                                    "exclude_subjects_of": ["edits"]}}}
+
+
+def test_the_real_text_corpus_leaves_out_every_text_that_names_an_edited_subject(real_text_params):
+    from lifelong.pipeline.real_text import real_text_corpus
+
+    texts, description = real_text_corpus(real_text_params)
+    assert texts == ["Shops open at nine. more text", "Kalo Venrikson was a sailor.", "Weather: rain. more text",
+                     "Mor is a short name."]   # distinct, in file order; the locality passage joins prompt and answer
+    assert "1 subjects of edits" in description and "4 texts kept, 1 dropped" in description
+    real_text_params["stats"]["real_text"]["sources"]["passages"]["fields"] = ["locality"]
+    assert real_text_corpus(real_text_params)[0] == ["Shops open at nine. more text", "Weather: rain. more text"]
+
+
+def test_the_real_text_corpus_settings_are_checked(real_text_params):
+    from lifelong.pipeline.real_text import real_text_corpus
+
+    real_text_params["stats"]["real_text"]["fields"] = ["locality", "answer"]
+    with pytest.raises(ConfigError, match=r"stats.real_text.fields: \['answer'\] are not text fields"):
+        real_text_corpus(real_text_params)
+    real_text_params["stats"]["real_text"] = {"source": {}}
+    with pytest.raises(ConfigError, match=r"stats.real_text: unknown key\(s\) \['source'\]"):
+        real_text_corpus(real_text_params)
