@@ -18,7 +18,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 def test_source_notebooks_are_clean():
     assert {p.stem for p in NOTEBOOKS} >= {"prepare", "pretrain", "stats", "edit", "scaling", "report", "sweep", "convert",
-                                             "knowledge", "extended"}
+                                             "knowledge", "extended", "tables", "tutorial"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert not any(c.get("outputs") for c in nb.cells), f"{path.name} stores outputs"
@@ -36,7 +36,9 @@ def tiny_params(tmp_path_factory) -> Path:
         "tokenizer": {"vocab_size": 400},
         "testbed": {"t-llama": {"family": "llama", "d_model": 32, "n_layers": 2, "n_heads": 2, "d_ff": 64}},
         "pretrain": {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_steps": 2, "seed": 0},
-        "models": {"t-llama": {"path": str(root / "models" / "t-llama")}},
+        "models": {"t-llama": {"path": str(root / "models" / "t-llama"),   # the testbed's settings (tutorial)
+                               "hparams": {"ultraedit": {"preset": None, "layers": [-2], "lr": 2.0e-3},
+                                           "wise": {"alpha": 1.0, "beta": 4.0, "gamma": 2.0, "n_iter": 30}}}},
         "datasets": {"world": {"loader": "synthetic", **world}},
         "editors": {"ft": {"default": {"n_iter": 2}}},
         "grid": {"models": ["t-llama"], "datasets": ["world"], "editors": ["ft"], "n_edits": [1, 2],
@@ -88,11 +90,24 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     _run("extended", tmp_path, params_path=p, grid="grid", runs_dir=tmp_path / "runs",
          out_results=tmp_path / "extended.csv", out_figure=tmp_path / "extended.png")   # a named target's table
     assert len(open(tmp_path / "extended.csv").readlines()) == 3 and (tmp_path / "extended.png").stat().st_size > 5_000
+    published = tmp_path / "published.yaml"
+    published.write_text(yaml.safe_dump({
+        "sources": {"paper": {"citation": "A paper, Table 1", "setting": "the world", "layout": "wise"}},
+        "entries": [{"source": "paper", "model": "t-llama", "dataset": "world", "editor": "ft", "n_edits": 2,
+                     "reliability": 0.5}]}))
+    _run("tables", tmp_path, params_path=p, runs_dirs="{grid: %s}" % (tmp_path / "runs"), published_path=published,
+         out_dir=tmp_path / "tables")
+    table = (tmp_path / "tables" / "wise-t-llama-world.md").read_text()
+    assert table.startswith("**t-llama on world**") and "Published (paper): A paper, Table 1" in table
+    assert "| ft (t-llama) " in table and "| published: ft (t-llama, paper) " in table and "missing |" not in table
     assert (tmp_path / "figures" / "metrics_vs_edits-world.png").stat().st_size > 10_000
     assert (tmp_path / "figures" / "scaling.png").exists()  # drawn by scaling.ipynb, redrawn by report.ipynb
     assert json.loads((tmp_path / "metrics.json").read_text())["testbed: world"]["ft"]["T"] == 2
+    # the tutorial (README's first stop) on the tiny model: it edits, compares, saves and reloads (its own asserts)
+    _run("tutorial", tmp_path, params_path=p, model="t-llama", out_dir=tmp_path / "tutorial-model")
+    assert (tmp_path / "tutorial-model" / "editor.json").exists()
     # the executed notebooks show their figures inline (library code picks no matplotlib backend), small
-    for name, n_figures in (("stats", 1), ("edit", 1), ("scaling", 1), ("report", 3)):
+    for name, n_figures in (("stats", 1), ("edit", 1), ("scaling", 1), ("report", 3), ("tutorial", 1)):
         nb = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
         images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(images) >= n_figures, name

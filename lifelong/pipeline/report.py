@@ -19,7 +19,8 @@ METRICS = registry.HEADLINE
 CORE_FIELDS = ("model", "family", "dataset", "editor", "n_edits", "n_blocks", *registry.CORE,
                *(f"pre_{m}" for m in METRICS))
 OPTIONAL_FIELDS = tuple(k for k in registry.summary_columns() if k not in CORE_FIELDS)   # a dataset's `metrics:`
-SUMMARY_FIELDS = (*CORE_FIELDS, *OPTIONAL_FIELDS, "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb")
+SUMMARY_FIELDS = (*CORE_FIELDS, *OPTIONAL_FIELDS, "seconds_per_edit", "edit_seconds", "eval_seconds", "peak_rss_mb",
+                  "generation_prompts")   # raw or chat_template (models.NAME.chat_template)
 
 
 def collect(params: dict[str, Any], runs_dir: str | Path, grid: str = "grid",
