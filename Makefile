@@ -13,7 +13,7 @@ export HF_HOME := $(CURDIR)/.cache/hf
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup repro test test-fast bench clean-venv
+.PHONY: setup repro test test-fast bench readme clean-venv
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -26,6 +26,9 @@ repro: setup
 
 test: setup
 	pytest -q
+
+readme: setup             # regenerate README.md's results section from reports/tables/ (a test checks it)
+	python -m lifelong.pipeline.readme
 
 test-fast: setup          # skips the notebook smoke tests and slow integration tests
 	pytest -q -m "not notebooks and not slow"

@@ -99,3 +99,42 @@ def test_tables_are_written_as_csv_and_markdown_with_the_caption_first(tmp_path)
     assert "| ours         |     1 | 0.46 |     12.3 |" in text          # per-column formats, right-aligned
     assert "| published: x | 20000 |      |          |" in text          # NaN shows as an empty cell
     assert pd.read_csv(csv).columns.tolist() == ["editor", "T", "ES", "edit s"]
+
+
+# -- the README's results section is generated from the tables ------------------------------------------
+
+def test_the_readme_results_section_equals_the_committed_tables():
+    from lifelong.pipeline import readme
+
+    assert readme.main(["--check"]) == 0, "run `python -m lifelong.pipeline.readme` after rebuilding reports/tables/"
+
+
+def test_the_readme_section_is_replaced_between_its_markers_only(tmp_path):
+    from lifelong.core.errors import LifelongError
+    from lifelong.pipeline import readme
+
+    (tmp_path / "all").mkdir()
+    (tmp_path / "all" / "t.md").write_text("**caption**\n\n| a |\n|---|\n| 1 |\n")
+    text = f"# Title\n\nbefore\n{readme.BEGIN}\nstale numbers\n{readme.END}\nafter\n"
+    out = readme.with_results(text, readme.results_block(tmp_path, ("all/t.md",)))
+    assert out == (f"# Title\n\nbefore\n{readme.BEGIN}\nFrom `reports/tables/all/t.md`:\n\n**caption**\n\n| a |\n|---|\n"
+                   f"| 1 |\n{readme.END}\nafter\n")
+    with pytest.raises(LifelongError, match="has no results section"):
+        readme.with_results("# no markers", "x")
+    with pytest.raises(LifelongError, match="missing.md does not exist: build it with"):
+        readme.results_block(tmp_path, ("all/missing.md",))
+
+
+def test_the_comparison_figures_are_drawn_from_the_runs(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lifelong.pipeline import figures
+
+    runs = _runs(missing_wise_t10=False).assign(reliability_em=[0.5, 0.4, 0.9, 0.6])
+    for plot in (figures.plot_tradeoff, figures.plot_cost, figures.plot_generation_gap):
+        fig = plot(runs, "m", "zsre", tmp_path / f"{plot.__name__}.png")
+        assert (tmp_path / f"{plot.__name__}.png").stat().st_size > 5_000
+        title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
+        assert "T = 10" in title and "m on zsre" in title   # the largest T every editor reached
+    assert figures.plot_generation_gap(runs.drop(columns="reliability_em"), "m", "zsre", tmp_path / "none.png") is None

@@ -1,0 +1,107 @@
+"""The comparison figures a paper needs, drawn from the runs of tables.py (`tables.grid_runs`):
+
+* `plot_tradeoff`: the "impossible triangle", Rel / Gen / Loc per editor at one T (grouped bars);
+* `plot_cost`: seconds per edit and peak memory per editor (log y), with the hardware named;
+* `plot_generation_gap`: teacher-forced reliability beside generated exact match, per editor (the "Mirage of
+  Model Editing" gap).
+
+Each takes the runs of one model and dataset, saves a PNG and returns the figure (the notebook shows it).
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+TRADEOFF = {"reliability": "Rel", "generalization": "Gen", "locality_agreement": "Loc (agreement)"}
+
+
+def hardware() -> str:
+    """The machine the runs were measured on, in words (CPU count and model; no GPU is named unless one is used)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    return f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+
+
+def _done(runs: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:
+    return runs[(runs.model == model) & (runs.dataset == dataset) & ~runs.missing]
+
+
+def _common_t(done: pd.DataFrame) -> int:
+    """The largest T every editor reached."""
+    return int(done.groupby("editor").n_edits.max().min())
+
+
+def _save(fig, path: str | Path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_tradeoff(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, n_edits: int | None = None):
+    """Grouped bars: each editor's Rel, Gen and Loc (agreement) at T = n_edits (default: the largest common T)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    done = _done(runs, model, dataset)
+    t = n_edits or _common_t(done)
+    at = done[done.n_edits == t].melt(id_vars=["editor"], value_vars=list(TRADEOFF), var_name="metric")
+    at["metric"] = at.metric.map(TRADEOFF)
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * at.editor.nunique() + 2), 3.6))
+    sns.barplot(data=at, x="editor", y="value", hue="metric", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="score (fraction)",
+           title=f"{model} on {dataset}, T = {t}: the three properties per editor")
+    ax.legend(title="", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    return _save(fig, path)
+
+
+def plot_cost(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, machine: str | None = None):
+    """Two panels at the largest common T: seconds per edit and peak memory (MB), per editor, log y."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    done = _done(runs, model, dataset)
+    t = _common_t(done)
+    at = done[done.n_edits == t].copy()
+    at["seconds per edit"] = at.edit_seconds / (at.n_edits * at.n_blocks)
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, column, unit in ((axes[0], "seconds per edit", "s per edit (log)"), (axes[1], "peak_rss_mb", "peak RSS, MB (log)")):
+        sns.barplot(data=at, x="editor", y=column, hue="editor", legend=False, ax=ax)
+        ax.set(yscale="log", xlabel="", ylabel=unit)
+        ax.tick_params(axis="x", rotation=30)
+    axes[1].set_ylim(100, at.peak_rss_mb.max() * 2)   # from 100 MB, so the bars show the scale, not the differences
+    for ax in axes:
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[0].set_title("editing time")
+    axes[1].set_title("peak memory of the run")
+    fig.suptitle(f"{model} on {dataset}, T = {t}: cost per editor ({machine or hardware()})", y=1.02)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_generation_gap(runs: pd.DataFrame, model: str, dataset: str, path: str | Path):
+    """Per editor at the largest common T: teacher-forced reliability beside generated exact match."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    done = _done(runs, model, dataset)
+    if "reliability_em" not in done or done.reliability_em.isna().all():
+        return None
+    t = _common_t(done)
+    at = done[done.n_edits == t].rename(columns={"reliability": "teacher-forced accuracy",
+                                                 "reliability_em": "generated exact match"})
+    long = at.melt(id_vars=["editor"], value_vars=["teacher-forced accuracy", "generated exact match"], var_name="score")
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * long.editor.nunique() + 2), 3.6))
+    sns.barplot(data=long, x="editor", y="value", hue="score", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel="reliability (fraction of edits)",
+           title=f"{model} on {dataset}, T = {t}: teacher forcing against generation")
+    ax.legend(title="", ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    return _save(fig, path)
