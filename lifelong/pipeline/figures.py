@@ -42,22 +42,30 @@ def _save(fig, path: str | Path):
     return fig
 
 
-def plot_tradeoff(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, n_edits: int | None = None):
-    """Grouped bars: each editor's Rel, Gen and Loc (agreement) at T = n_edits (default: the largest common T)."""
+def _grouped_bars(long: pd.DataFrame, columns: dict[str, str], ylabel: str, title: str, path: str | Path):
+    """Bars of `long` (editor, column, value; columns: field -> legend label), one group per editor, 0 to 1."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    long = long.assign(column=long.column.map(columns))
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * long.editor.nunique() + 2), 3.6))
+    sns.barplot(data=long, x="editor", y="value", hue="column", ax=ax)
+    ax.set(ylim=(0, 1.05), xlabel="", ylabel=ylabel, title=title)
+    ax.legend(title="", ncols=len(columns), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    return _save(fig, path)
+
+
+def _at_t(done: pd.DataFrame, columns: dict[str, str], t: int) -> pd.DataFrame:
+    return done[done.n_edits == t].melt(id_vars=["editor"], value_vars=list(columns), var_name="column")
+
+
+def plot_tradeoff(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, n_edits: int | None = None):
+    """Grouped bars: each editor's Rel, Gen and Loc (agreement) at T = n_edits (default: the largest common T)."""
     done = _done(runs, model, dataset)
     t = n_edits or _common_t(done)
-    at = done[done.n_edits == t].melt(id_vars=["editor"], value_vars=list(TRADEOFF), var_name="metric")
-    at["metric"] = at.metric.map(TRADEOFF)
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * at.editor.nunique() + 2), 3.6))
-    sns.barplot(data=at, x="editor", y="value", hue="metric", ax=ax)
-    ax.set(ylim=(0, 1.05), xlabel="", ylabel="score (fraction)",
-           title=f"{model} on {dataset}, T = {t}: the three properties per editor")
-    ax.legend(title="", ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    return _save(fig, path)
+    return _grouped_bars(_at_t(done, TRADEOFF, t), TRADEOFF, "score (fraction)",
+                         f"{model} on {dataset}, T = {t}: the three properties per editor", path)
 
 
 def plot_cost(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, machine: str | None = None):
@@ -88,20 +96,10 @@ def plot_cost(runs: pd.DataFrame, model: str, dataset: str, path: str | Path, ma
 
 def plot_generation_gap(runs: pd.DataFrame, model: str, dataset: str, path: str | Path):
     """Per editor at the largest common T: teacher-forced reliability beside generated exact match."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     done = _done(runs, model, dataset)
     if "reliability_em" not in done or done.reliability_em.isna().all():
         return None
     t = _common_t(done)
-    at = done[done.n_edits == t].rename(columns={"reliability": "teacher-forced accuracy",
-                                                 "reliability_em": "generated exact match"})
-    long = at.melt(id_vars=["editor"], value_vars=["teacher-forced accuracy", "generated exact match"], var_name="score")
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * long.editor.nunique() + 2), 3.6))
-    sns.barplot(data=long, x="editor", y="value", hue="score", ax=ax)
-    ax.set(ylim=(0, 1.05), xlabel="", ylabel="reliability (fraction of edits)",
-           title=f"{model} on {dataset}, T = {t}: teacher forcing against generation")
-    ax.legend(title="", ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
-    return _save(fig, path)
+    columns = {"reliability": "teacher-forced accuracy", "reliability_em": "generated exact match"}
+    return _grouped_bars(_at_t(done, columns, t), columns, "reliability (fraction of edits)",
+                         f"{model} on {dataset}, T = {t}: teacher forcing against generation", path)
