@@ -88,7 +88,8 @@ def load_published(path: str | Path, params: Mapping[str, Any], editors: Iterabl
     return Published(pd.DataFrame(rows), {k: dict(v) for k, v in sources.items()})
 
 
-def published_label(row: Mapping[str, Any], params: Mapping[str, Any], sources: Mapping[str, Mapping]) -> str:
+def published_label(row: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """'published: EDITOR (the model's hub name, SOURCE)': one row per (method, model, source)."""
     hub = ((params.get("models") or {}).get(row["model"]) or {}).get("hub", row["model"])
     return f"published: {row['editor']} ({hub.split('/')[-1]}, {row['source']})"
 
@@ -151,7 +152,7 @@ def wise_table(runs: pd.DataFrame, model: str, dataset: str, published: Publishe
             field = shown[label]
             if t == f"T={int(entry.n_edits)}" and field in entry and pd.notna(entry[field]):
                 row[j] = round(float(entry[field]), 2)
-        label = published_label(entry, params or {}, published.sources)
+        label = published_label(entry, params or {})
         if label in index:   # one row per (method, model, source): fill in this T
             k = index.index(label)
             rows[k] = [b if b != "" else a for a, b in zip(rows[k], row)]
@@ -179,7 +180,7 @@ def ultra_table(runs: pd.DataFrame, dataset: str, models: Iterable[str] | None =
                          **{label: r.get(f) for label, f in ULTRA_COLUMNS.items()}})
     pub = published.rows(dataset, "ultraedit") if published is not None else pd.DataFrame()
     for _, entry in (pub.iterrows() if len(pub) else []):
-        rows.append({"editor": published_label(entry, params or {}, published.sources), "T": int(entry.n_edits),
+        rows.append({"editor": published_label(entry, params or {}), "T": int(entry.n_edits),
                      **{label: entry.get(f) for label, f in ULTRA_COLUMNS.items() if f in entry and pd.notna(entry.get(f))}})
     table = pd.DataFrame(rows, columns=columns).set_index("editor").astype({"T": int})
     return table.astype({c: float for c in ULTRA_COLUMNS}).round(
