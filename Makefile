@@ -1,5 +1,6 @@
 # lifelong: the two commands of the README.
-#   make repro   set up .venv (if needed) and run the whole pipeline (dvc repro)
+#   make repro   set up .venv (if needed), run the whole pipeline (dvc repro), regenerate the README's results
+#                section and reports/index.md from what it produced
 #   make test    set up .venv (if needed) and run the test suite
 # Everything runs offline: nothing is fetched from a model or dataset hub.
 
@@ -23,11 +24,12 @@ setup: $(VENV)/.installed
 
 repro: setup
 	dvc repro
+	python -m lifelong.pipeline.readme
 
 test: setup
 	pytest -q
 
-readme: setup             # regenerate README.md's results section from reports/tables/ (a test checks it)
+readme: setup             # regenerate README.md's results section and reports/index.md (a test checks both)
 	python -m lifelong.pipeline.readme
 
 test-fast: setup          # skips the notebook smoke tests and slow integration tests

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 import yaml
@@ -43,6 +44,8 @@ def tiny_params(tmp_path_factory) -> Path:
         "editors": {"ft": {"default": {"n_iter": 2}}},
         "grid": {"models": ["t-llama"], "datasets": ["world"], "editors": ["ft"], "n_edits": [1, 2],
                  "edits_per_point": 2, "seed": 0},
+        "scaling": {"model": "t-llama", "dataset": "world", "checkpoint_every": 1,
+                    "editors": {"ft": {"n_edits": 4, "eval_at": "2"}}},
     }
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -58,6 +61,10 @@ def _run(name: str, out: Path, **parameters) -> Path:
     nb = nbformat.read(executed, as_version=4)
     nbformat.validate(nb)
     assert "start_time" not in nb.metadata.get("papermill", {})  # normalised
+    header = nb.cells[0]   # opens with what ran, with which parameters, where, and how long
+    assert header.cell_type == "markdown" and header.id == "run-header", name
+    assert f"`{ROOT / 'notebooks' / name}.ipynb`" in header.source and "**Hardware:** " in header.source
+    assert all(f"`{key} = " in header.source for key in parameters) and "wall clock" in header.source
     return executed
 
 
@@ -82,11 +89,14 @@ def test_pipeline_notebooks_end_to_end(tiny_params, tmp_path):
     assert {"reliability", "generalization", "locality"} <= set(base[0])
     assert 0 <= base[0]["reliability"] < 0.5   # the world's edit targets are counterfactual: not known before editing
     _run("scaling", tmp_path, params_path=p, model="t-llama", dataset="world", editor="ft", n_edits=4, eval_at="2",
-         checkpoint_every=1, out_dir=tmp_path / "scaling", out_curve=tmp_path / "scaling" / "curve.csv",
+         checkpoint_every=1, out_dir=tmp_path / "scaling", out_curve=tmp_path / "scaling" / "curve-ft.csv",
          out_figure=tmp_path / "figures" / "scaling.png")
     _run("report", tmp_path, params_path=p, runs_dir=tmp_path / "runs", metrics_dir=tmp_path / "metrics",
-         scaling_curve=tmp_path / "scaling" / "curve.csv", sequential_dir=tmp_path / "sequential",
-         out_results=tmp_path / "results.csv", out_metrics=tmp_path / "metrics.json", out_figures=tmp_path / "figures")
+         scaling_dir=tmp_path / "scaling", sequential_dir=tmp_path / "sequential",
+         out_results=tmp_path / "results.csv", out_metrics=tmp_path / "metrics.json", out_figures=tmp_path / "figures",
+         out_plots=tmp_path / "plots" / "runs.csv")
+    plotted = pd.read_csv(tmp_path / "plots" / "runs.csv")   # what `dvc plots diff` draws: one bar per run and revision
+    assert list(plotted.run) == ["t-llama · world · ft · T=1", "t-llama · world · ft · T=2"]
     _run("extended", tmp_path, params_path=p, grid="grid", runs_dir=tmp_path / "runs",
          out_results=tmp_path / "extended.csv", out_figure=tmp_path / "extended.png")   # a named target's table
     assert len(open(tmp_path / "extended.csv").readlines()) == 3 and (tmp_path / "extended.png").stat().st_size > 5_000
@@ -120,4 +130,5 @@ def test_user_error_in_a_notebook_is_one_line(tiny_params, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown dataset 'nope'") and "Traceback" not in err
+    assert "then it **failed**" in nbformat.read(tmp_path / "bad.ipynb", as_version=4).cells[0].source
 

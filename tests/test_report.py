@@ -62,3 +62,24 @@ def test_dataset_panels_and_perplexity_figures_are_drawn(tmp_path):
     assert grid.axes.shape == (1, 2)
     labels = {t.get_text() for t in grid.legend.texts}
     assert {"ft", "wise", "unedited"} <= labels
+
+
+def test_scaling_curves_are_the_configured_streams_and_a_missing_one_names_its_stage(tmp_path):
+    import pytest
+
+    from lifelong.core.errors import LifelongError
+    from lifelong.pipeline.report import collect_scaling, plot_scaling
+
+    params = {"scaling": {"model": "m", "dataset": "world", "editors": {"ultraedit": {}, "ft": {}}}}
+    curve = pd.DataFrame({"n_edits": [10, 100], "reliability": [0.9, 0.5], "generalization": [0.8, 0.4],
+                          "locality": [1.0, 0.9], "locality_agreement": [1.0, 0.9], "edit_seconds": [1.0, 9.0]})
+    curve.to_csv(tmp_path / "curve-ultraedit.csv", index=False)
+    (tmp_path / "curve-stale.csv").write_text("left over from an older configuration")
+    with pytest.raises(LifelongError, match="curve-ft.csv; run `dvc repro scaling@ft` first"):
+        collect_scaling(params, tmp_path)
+    curve.assign(reliability=[0.7, 0.2]).to_csv(tmp_path / "curve-ft.csv", index=False)
+    curves = collect_scaling(params, tmp_path)
+    assert list(curves.editor) == ["ultraedit", "ultraedit", "ft", "ft"] and set(curves.model) == {"m"}
+    grid = plot_scaling(curves, tmp_path / "scaling.png", title="t")
+    assert len(grid.axes.flat) == 3 and (tmp_path / "scaling.png").stat().st_size > 10_000
+    assert collect_scaling({}, tmp_path).empty

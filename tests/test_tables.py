@@ -125,6 +125,33 @@ def test_the_readme_section_is_replaced_between_its_markers_only(tmp_path):
         readme.results_block(tmp_path, ("all/missing.md",))
 
 
+def test_the_notebook_index_lists_every_executed_notebook_from_its_header(tmp_path):
+    import nbformat
+
+    from lifelong.core.errors import LifelongError
+    from lifelong.pipeline import readme
+    from lifelong.pipeline.nbrun import normalise, run_header
+
+    def executed(path, title, stage):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {title}\n\nText.")]), path)
+        normalise(path, run_header("notebooks/x.ipynb", {}, stage, "1 s wall clock"))
+
+    notebooks = tmp_path / "reports" / "notebooks"
+    executed(notebooks / "edit-a.ipynb", "3. One grid cell", "edit@a")
+    executed(notebooks / "sweep-a.ipynb", "Sweep", None)
+    executed(notebooks / "extended" / "t1000-a.ipynb", "3. One grid cell", "extended/dvc.yaml:edit_t1000@a")
+    lines = readme.notebook_index(notebooks).splitlines()
+    assert "- [edit-a](notebooks/edit-a.ipynb): 3. One grid cell (stage `edit@a`)" in lines
+    assert "- [sweep-a](notebooks/sweep-a.ipynb): Sweep (run outside DVC)" in lines
+    extended = lines.index("- [t1000-a](notebooks/extended/t1000-a.ipynb): 3. One grid cell "
+                           "(stage `extended/dvc.yaml:edit_t1000@a`)")
+    assert extended > next(i for i, line in enumerate(lines) if line.startswith("## Named targets"))
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Old")]), notebooks / "old.ipynb")
+    with pytest.raises(LifelongError, match="old.ipynb has no run header: execute it with"):
+        readme.notebook_index(notebooks)
+
+
 def test_the_comparison_figures_are_drawn_from_the_runs(tmp_path):
     import matplotlib
 

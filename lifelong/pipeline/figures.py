@@ -9,22 +9,13 @@ Each takes the runs of one model and dataset, saves a PNG and returns the figure
 """
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 import pandas as pd
 
+from ..core.machine import hardware
+
 TRADEOFF = {"reliability": "Rel", "generalization": "Gen", "locality_agreement": "Loc (agreement)"}
-
-
-def hardware() -> str:
-    """The machine the runs were measured on, in words (CPU count and model; no GPU is named unless one is used)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    return f"CPU, {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
 
 
 def _done(runs: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame:

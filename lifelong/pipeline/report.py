@@ -153,20 +153,44 @@ def plot_perplexity(results: pd.DataFrame, path: str | Path, dataset: str = "hal
     return grid
 
 
-def plot_scaling(curve: pd.DataFrame, path: str | Path, title: str = "UltraEdit scaling"):
-    """Metrics of all edits made so far against the number of edits (one run's evaluation checkpoints)."""
-    import matplotlib.pyplot as plt
+def collect_scaling(params: dict[str, Any], directory: str | Path) -> pd.DataFrame:
+    """The long streams of params.yaml `scaling.editors`: one curve per editor (`curve-EDITOR.csv`), tidy."""
+    section = params.get("scaling") or {}
+    curves = []
+    for editor in section.get("editors") or {}:
+        path = Path(directory) / f"curve-{editor}.csv"
+        if not path.exists():
+            raise LifelongError(f"missing {path}; run `dvc repro scaling@{editor}` first")
+        curves.append(pd.read_csv(path).assign(editor=editor, model=section["model"], dataset=section["dataset"]))
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+
+
+def plot_scaling(curves: pd.DataFrame, path: str | Path, title: str = "Scaling"):
+    """Metrics of all edits made so far against the number of edits, one panel per metric and one line per editor
+    (each editor's stream is one run scored at its evaluation checkpoints)."""
     import seaborn as sns
 
-    long = curve.melt(id_vars=["n_edits"], value_vars=[m for m in METRICS if m in curve],
-                      var_name="metric", value_name="value")
+    metrics = [m for m in (*METRICS, "locality_agreement") if m in curves and m != "locality"]
+    long = curves.assign(editor=curves.get("editor", "stream")).melt(
+        id_vars=["n_edits", "editor"], value_vars=metrics, var_name="metric", value_name="value")
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    sns.lineplot(data=long, x="n_edits", y="value", hue="metric", marker="o", ax=ax)
-    ax.set(xscale="log", ylim=(-0.03, 1.03), xlabel="edits made so far", ylabel="token accuracy", title=title)
+    grid = sns.relplot(data=long, x="n_edits", y="value", hue="editor", style="editor", col="metric", kind="line",
+                       markers=True, dashes=False, height=3.0, aspect=1.1, facet_kws={"sharey": True})
+    grid.set(xscale="log", ylim=(-0.03, 1.03))
+    grid.set_axis_labels("edits made so far (log scale)", "token accuracy (all edits so far)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle(title, y=1.04)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    return grid
+
+
+def dvc_plots_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (`model · dataset · editor · T=n`), the table `dvc plots diff` draws with one bar per revision:
+    comparing two experiments (`dvc exp run -S ...`) shows every run each changed."""
+    run = (results.model + " · " + results.dataset + " · " + results.editor + " · T=" + results.n_edits.astype(str))
+    return pd.DataFrame({"run": run, **{m: results[m].round(4) for m in ("reliability", "generalization",
+                                                                          "locality_agreement")}})
 
 
 def headline(results: pd.DataFrame, real_models: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
