@@ -1,11 +1,15 @@
 """Command line: `python -m lifelong run ...` runs one experiment; `load` brings back a saved edited model;
 `list` shows the registries.
 
-Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2.
+Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2; a failed write
+(a full disk, an unwritable folder) prints one line and exits 1. Results are written atomically, so what an
+earlier run left in --out survives either. Two runs on one --out: the second is refused (a lock file).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -66,10 +70,38 @@ def main(argv: list[str] | None = None) -> int:
     except LifelongError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:      # the machine, not the input: a full disk, a folder that cannot be written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: could not write{where}: {exc.strerror or exc} (errno {exc.errno}); the files already in the "
+              "output folder are intact (results are written to a temporary file, then moved into place)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
     return 0
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold OUT/.lock (filelock) for the length of a run: a second run on the same folder is refused at once,
+    naming the PID of the one that holds it (written beside the lock)."""
+    import filelock
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock, owner = filelock.FileLock(str(out / ".lock"), timeout=0), out / ".lock.pid"
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        pid = owner.read_text().strip() if owner.exists() else "unknown"
+        raise LifelongError(f"{out} is in use by another run (PID {pid}): wait for it to finish, or choose another "
+                            "--out") from None
+    try:
+        owner.write_text(str(os.getpid()))
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()
 
 
 def _run(args) -> int:
@@ -84,7 +116,8 @@ def _run(args) -> int:
                    seed=args.seed, params_path=args.params or PARAMS, eval_batch_size=args.eval_batch_size,
                    device=args.device, progress=not args.no_progress, save_model=args.save_model,
                    threads=args.threads)
-    summary = run(spec)
+    with exclusive(args.out):
+        summary = run(spec)
     keys = [k for m in HEADLINE for k in (f"pre_{m}", m)] + ["edit_seconds", "eval_seconds"]
     print(" ".join(f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys))
     print(f"wrote {args.out}/summary.json" + (f"; the edited model is in {args.save_model}" if args.save_model else ""))
