@@ -50,6 +50,7 @@ class _Boom:
         return (print, ("a checkpoint ran code",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")   # the refused pickle itself
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": tree.FORMAT, "payload": _Boom()}, path)
