@@ -1,8 +1,8 @@
 """Command line: `python -m lifelong run ...` runs one experiment; `load` brings back a saved edited model;
 `list` shows the registries.
 
-Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2; a failed write
-(a full disk, an unwritable folder) prints one line and exits 1. Results are written atomically, so what an
+Errors caused by input (unknown names, bad params, malformed data) print one line and exit 2; an error of the
+machine (a full disk, an unwritable folder) prints one line and exits 1. Results are written atomically, so what an
 earlier run left in --out survives either. Two runs on one --out: the second is refused (a lock file).
 """
 from __future__ import annotations
@@ -71,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:      # the machine, not the input: a full disk, a folder that cannot be written
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: could not write{where}: {exc.strerror or exc} (errno {exc.errno}); the files already in the "
-              "output folder are intact (results are written to a temporary file, then moved into place)",
-              file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where} (errno {exc.errno}); the files already in the output folder are "
+              "intact (results are written to a temporary file, then moved into place)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)

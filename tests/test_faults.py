@@ -196,8 +196,8 @@ FAULTS = [
           extra={"out_files": {"checkpoint.pt": b"PK\x03\x04" + bytes(60)}}),
     Fault("two runs on one --out", "re:out is in use by another run \\(PID \\d+\\): wait for it to finish",
           extra={"hold_lock": True}),
-    Fault("full disk while writing results", "re:could not write .*out/per_edit.csv: No space left on device \\(errno "
-          "28\\); the files already in the output folder are intact", extra={"full_disk": True}, exit_code=1),
+    Fault("full disk while writing results", "re:No space left on device: .*out/per_edit.csv \\(errno 28\\); the files "
+          "already in the output folder are intact", extra={"full_disk": True}, exit_code=1),
 ]
 
 
