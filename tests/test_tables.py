@@ -65,7 +65,8 @@ def _runs(missing_wise_t10: bool = True) -> pd.DataFrame:
     results = pd.DataFrame([{"model": "m", "dataset": "zsre", "editor": e, "n_edits": t, "n_blocks": 10 // t,
                              "reliability": r, "generalization": r - 0.1, "locality": 0.3, "locality_agreement": 0.95,
                              "pre_reliability": 0.1, "pre_generalization": 0.12, "pre_locality": 0.3,
-                             "edit_seconds": 5.0 * t, "peak_rss_mb": 1000.0, "grid": "g"}
+                             "edit_seconds": 5.0 * t, "seconds_per_edit": 5.0 * t / (t * (10 // t)),
+                             "peak_rss_mb": 1000.0, "grid": "g"}
                             for e, t, r in (("ft", 1, 0.8), ("ft", 10, 0.6), ("wise", 1, 0.9), ("wise", 10, 0.7))
                             if not (missing_wise_t10 and e == "wise" and t == 10)])
     return tables.with_runs(expected, results)
