@@ -49,5 +49,5 @@ def test_per_model_hparams_sit_between_family_and_overrides():
     assert build_hparams("ft", params, "llama", model="tiny").n_iter == 4
     assert build_hparams("ft", params, "llama", model="other").lr == 0.2
     assert build_hparams("ft", params, "llama", {"lr": 0.4}, model="tiny").lr == 0.4
-    with pytest.raises(ConfigError, match=r"models.tiny.hparams\): unknown key"):
+    with pytest.raises(ConfigError, match=r"params.yaml models.tiny.hparams.ft: unknown key"):
         build_hparams("ft", {"models": {"tiny": {"hparams": {"ft": {"bogus": 1}}}}}, "llama", model="tiny")

@@ -10,6 +10,8 @@ import pytest
 from lifelong.core.errors import LifelongError
 from lifelong.pipeline.runner import RunSpec, run
 
+from resume_support import OVERRIDES
+
 SUMMARY_KEYS = {"model", "dataset", "editor", "n_edits", "reliability", "generalization", "locality", "edit_seconds",
                 "eval_seconds", "peak_rss_mb", "pre_reliability", "pre_generalization", "pre_locality"}
 
@@ -51,7 +53,7 @@ def test_blocks_are_rolled_back(params_file, tmp_path):
     (dict(dataset="nope"), "unknown dataset 'nope'"),
     (dict(editor="nope"), "unknown editor 'nope'"),
     (dict(eval_at=(99,)), "eval-at values must lie in 1..3"),
-    (dict(overrides={"lr": "fast"}), r"editors.ft \(llama\).lr: expected a number"),
+    (dict(overrides={"lr": "fast"}), r"--set lr: expected a number"),
     (dict(overrides={"layer": 40}), "layer 40 does not exist"),
 ])
 def test_bad_input_is_one_clear_error(params_file, tmp_path, kw, message):
@@ -219,6 +221,29 @@ def test_an_edit_longer_than_the_context_is_refused_before_any_edit(params_file,
     assert not (tmp_path / "summary.json").exists() and not (tmp_path / "per_edit.csv").exists()
 
 
+def test_evaluation_inputs_over_the_context_are_cut_and_counted_in_the_summary(params_file, tmp_path):
+    """The prompt-length policy: edits must fit the context; longer evaluation inputs are cut from the left
+    (keeping the answer), and the summary says how many were."""
+    import yaml
+
+    row = {"subject": "Harbour Lantern Society", "src": "When was Harbour Lantern Society founded?", "pred": "1921",
+           "rephrase": "In which year was the Harbour Lantern Society established?", "alt": "1934", "answers": ["1908"],
+           "loc": "nq question: who painted the ceiling of the glass museum", "loc_ans": "Ada Penhallow"}
+    rows = [row, {**row, "rephrase": "why " * 100 + row["rephrase"]}, row, {**row, "loc": "who " * 100}]
+    (tmp_path / "long.json").write_text(json.dumps(rows))
+    params = yaml.safe_load(Path(params_file).read_text())
+    params["data_dir"] = str(tmp_path)
+    params["datasets"]["long"] = {"loader": "zsre_mend", "path": "long.json", "target": "alt",
+                                  "loc_question_mark": False, "max_prompt_chars": 300}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    summary = run(_spec(tmp_path / "params.yaml", tmp_path / "out", model="t-gpt2", dataset="long", n_edits=2,
+                        n_blocks=2))
+    lengths = summary["prompt_lengths"]
+    assert lengths["context_tokens"] == 64 and lengths["eval_inputs_cut"] == 2      # the long rephrase and probe
+    assert lengths["over_max_prompt_chars"] == 2 and lengths["long_prompts"] == "keep"
+    assert "cut from the left" in lengths["policy"]
+
+
 def test_eval_at_must_fall_between_turns(params_file, tmp_path):
     """An evaluation checkpoint scores exactly the edits made so far, so it must be a turn boundary."""
     with pytest.raises(LifelongError, match=r"multiples of the editor's turn_size \(2\); got \[3\]"):
@@ -243,11 +268,7 @@ def test_every_editor_resumes_a_crashed_run_to_identical_results(params_file, tm
     from lifelong.editors import EDITORS
 
     assert editor in EDITORS
-    overrides = {"ft_l": {"norm_constraint": 0.05, "lr": 0.01}, "ultraedit": {"turn_size": 1, "layers": [-2], "lr": 2e-3},
-                 "wise": {"n_iter": 4, "layer": 2, "template_lengths": [2]}, "grace": {"layer": 2, "eps": 8.0, "n_iter": 5},
-                 "memit": {"layers": [0, 1], "v_num_grad_steps": 4, "mom2_update_weight": 100.0},
-                 "alphaedit": {"turn_size": 1, "layers": [0, 1], "v_num_grad_steps": 4, "L2": 0.5,
-                               "nullspace_threshold": 0.1}}.get(editor, {})
+    overrides = OVERRIDES.get(editor, {})
     spec = dict(editor=editor, model="t-llama", n_edits=4, n_blocks=1, checkpoint_every=1, overrides=overrides)
     if editor in ("memit", "alphaedit"):      # their layer statistics, where the runner looks (artifacts/stats/MODEL)
         import shutil

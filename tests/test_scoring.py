@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lifelong.core.errors import LifelongError
 from lifelong.eval.teacher_forced import PairScores, score_pairs
@@ -37,19 +38,26 @@ def random_models(tokenizers):
     return out
 
 
-class BigramLM(torch.nn.Module):
-    """Next token = table[current token]: a model whose greedy output we choose."""
+class BigramConfig(PretrainedConfig):
+    model_type = "bigram-test"
+
+
+class BigramLM(PreTrainedModel, GenerationMixin):
+    """Next token = table[current token]: a model whose greedy output we choose (a PreTrainedModel, so that
+    the library's own `generate` drives it; without a cache it re-reads the whole sequence at each step)."""
+
+    config_class = BigramConfig
 
     def __init__(self, vocab_size: int, table: dict[int, int], fallback: int):
-        super().__init__()
+        super().__init__(BigramConfig(vocab_size=vocab_size, use_cache=False, num_hidden_layers=0))
         weights = torch.zeros(vocab_size, vocab_size)
         weights[:, fallback] = 5.0
         for a, b in table.items():
             weights[a, b] = 20.0
         self.weights = torch.nn.Parameter(weights, requires_grad=False)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=None):
-        return SimpleNamespace(logits=self.weights[input_ids], cache=None)
+    def forward(self, input_ids, attention_mask=None, **_):
+        return CausalLMOutputWithPast(logits=self.weights[input_ids])
 
 
 def chain(tok, prompt: str, answer: str) -> dict[int, int]:
@@ -273,3 +281,14 @@ def test_the_chat_template_switch_is_a_checked_model_setting():
     assert uses_chat_template("raw", params) is False and uses_chat_template("chat", params) is True
     with pytest.raises(ConfigError, match=r"models.typo.chat_template: expected true or false, got 'yes'"):
         uses_chat_template("typo", params)
+
+
+def test_a_deprecation_warning_from_our_own_code_fails_the_suite():
+    """pyproject.toml's filterwarnings rule: a DeprecationWarning or FutureWarning attributed to a lifelong module
+    is an error under pytest (a library's warning about a call of ours is attributed to our calling line)."""
+    import warnings
+
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category, match="going away"):
+            warnings.warn_explicit("going away", category, "lifelong/eval/generation.py", 1,
+                                   module="lifelong.eval.generation")

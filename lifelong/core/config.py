@@ -13,7 +13,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, close_match
 from .paths import PARAMS
 
 T = TypeVar("T")
@@ -26,25 +26,48 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return params
 
 
-def fill(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
-    """Instantiate dataclass `cls` from `values`; unknown keys and wrong types are ConfigErrors."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one clause: 'line 2, column 1: did not find expected ...'."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def check_keys(cls: type, values: Mapping[str, Any] | None, where: str) -> None:
+    """Check one layer of a merge on its own: known keys, values of the right type. A later layer may
+    override a value; the bad one is still named where it is written (`params.yaml editors.ft.default.lr`)."""
+    values = values or {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{close_match(unknown[0], fields)}; "
+                          f"valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():   # "--set lr" reads as a flag; "params.yaml editors.ft.default.lr" as a path
+        coerce(value, hints[name], f"{where} {name}" if where.startswith("--") else f"{where}.{name}")
+
+
+def fill(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
+    """Instantiate dataclass `cls` from `values`; unknown keys, wrong types and missing required keys
+    are ConfigErrors."""
+    values = dict(values or {})
+    check_keys(cls, values, where)
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
     hints = typing.get_type_hints(cls)
     kwargs = {name: coerce(value, hints[name], f"{where}.{name}") for name, value in values.items()}
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where}: {exc}") from None
+    obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:

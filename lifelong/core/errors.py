@@ -6,6 +6,9 @@ so the user sees one clear line instead of a traceback from deep inside torch.
 """
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class LifelongError(Exception):
     """A problem with the user's input or configuration; the message says what and where."""
@@ -25,4 +28,11 @@ class MissingDataError(DataError):
 
 def unknown_name(kind: str, name: str, known: list[str] | tuple[str, ...]) -> LifelongError:
     """The standard message for an unknown registry name."""
-    return LifelongError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known)) or '(none)'}")
+    return LifelongError(f"unknown {kind} {name!r}{close_match(name, known)}; "
+                         f"known {kind}s: {', '.join(sorted(known)) or '(none)'}")
+
+
+def close_match(name: str, known: Iterable[str]) -> str:
+    """'; did you mean 'lr'?' when a known name is close to `name`, else ''."""
+    match = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""

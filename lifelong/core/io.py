@@ -25,6 +25,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writes killed half way (SIGKILL, power loss) left in `folder`.
+    Only for a folder this process owns (a run's --out, held by its lock): another writer's file would go too."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     return atomic_write(path, lambda p: p.write_text(text))

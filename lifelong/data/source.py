@@ -45,6 +45,7 @@ from . import arrow
 from .rows import RowError
 
 MAX_EXAMPLES = 20   # row messages / indices kept in a report
+MAX_REASONS = 20    # distinct skip reasons counted in a report (the rest: "(other reasons)")
 _BLOCK = 4096       # records checked for duplicates together
 _SPAN = 1024        # raw rows read from the Arrow table per slice by records()
 _REMAP_ROWS = 1 << 18  # raw rows read through one memory map before it is re-opened (FileSource._read)
@@ -105,7 +106,7 @@ class RowChecker:
         self.path, self.opts, self.convert = path, opts, convert
         self.report: dict[str, Any] = {
             "file": str(path), "rows_read": 0, "records": 0,
-            "skipped": 0, "skipped_rows": [],
+            "skipped": 0, "skipped_rows": [], "skip_reasons": {},
             "long_prompts": 0, "long_prompt_rows": [], "max_prompt_chars": opts.max_prompt_chars,
             "duplicates": 0, "duplicate_rows": [],
             "target_equals_ground_truth": 0, "target_has_outer_whitespace": 0,
@@ -135,17 +136,25 @@ class RowChecker:
     def check(self, index: int, text: str) -> EditRecord | None:
         rep = self.report
         rep["rows_read"] += 1
+        value = None
         try:
             value = json.loads(text)
             if not isinstance(value, Mapping):
                 raise RowError("<row>", f"expected a JSON object, got {type(value).__name__}")
             record = self.convert(value, index, self.opts)
         except RowError as exc:
+            if index == 0 and (wrapper := _wrapped_rows(value)):
+                raise DataError(f"{self.path}: expected a JSON array or JSON Lines, found an object with keys "
+                                f"{sorted(value)[:10]} (are the rows the list under {wrapper!r}?)") from None
             message = f"{self.path}: row {index}: {exc}"
             if self.opts.strict:
                 raise DataError(f"{message} (strict mode; set strict: false to skip and count such rows)") from None
             rep["skipped"] += 1
             _note(rep["skipped_rows"], message)
+            reasons = rep["skip_reasons"]
+            reason = str(exc) if str(exc) in reasons or len(reasons) < MAX_REASONS else "(other reasons)"
+            seen = reasons.setdefault(reason, {"rows": 0, "example_row": index})
+            seen["rows"] += 1
             return None
         limit = self.opts.max_prompt_chars
         if limit is not None:
@@ -213,6 +222,25 @@ class _SeenKeys:
         self._runs.append((keys, rows))
 
 
+def _wrapped_rows(value: Any) -> str | None:
+    """The key of a list of objects inside a top-level object (`{"data": [{...}, ...]}`): a file of rows
+    wrapped in an object, which JSON Lines reading takes for one row."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(inner, list) and inner and all(isinstance(v, Mapping) for v in inner):
+                return key
+    return None
+
+
+def skipped_summary(report: Mapping[str, Any], top: int = 3) -> str:
+    """'2 rows skipped of 2 read; reasons: field 'alt': missing (2 rows, e.g. row 0)' for a loader report."""
+    reasons = sorted(report.get("skip_reasons", {}).items(), key=lambda kv: (-kv[1]["rows"], kv[1]["example_row"]))
+    listed = "; ".join(f"{reason} ({seen['rows']} row{'s' * (seen['rows'] != 1)}, e.g. row {seen['example_row']})"
+                       for reason, seen in reasons[:top])
+    return (f"{report.get('skipped', 0)} rows skipped of {report.get('rows_read', 0)} read"
+            + (f"; top reasons: {listed}" if listed else ""))
+
+
 def _note(bucket: list, item: Any) -> None:
     if len(bucket) < MAX_EXAMPLES:
         bucket.append(item)
@@ -247,7 +275,8 @@ class FileSource:
     def _check_size(self) -> None:
         n_file, want = self._count(), self.opts.n_edits
         if n_file == 0:
-            raise DataError(f"{self.name}: {self.report['file']} holds no usable records")
+            raise DataError(f"{self.name}: {self.report['file']} holds no usable records: "
+                            f"{skipped_summary(self.report)}")
         if want is not None and want > n_file and not self.opts.cycle:
             raise DataError(f"{self.name}: n_edits={want} but {self.report['file']} holds only {n_file} usable "
                             f"records; lower n_edits or set cycle: true to repeat the file")

@@ -68,17 +68,32 @@ def _device(model, device):
     return device or next(model.parameters()).device
 
 
+class _PromptPassDone:
+    """A logits processor that tells `prompt_ends` None once the prompt pass is over: every later forward
+    is a cached one-token step whose input holds no prompt token (the key lies in the cache)."""
+
+    def __init__(self, prompt_ends):
+        self.prompt_ends = prompt_ends
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.prompt_ends(None)
+        return scores
+
+
 @torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[int], *, batch_size: int = 64,
                     device: torch.device | str | None = None, max_length: int | None = None,
                     prompt_ends: PromptEnds = None) -> list[list[int]]:
-    """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop).
+    """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop), by the library's
+    own `model.generate`.
 
-    Prompts are left-padded; position ids count real tokens only, so each row sees the positions it
-    would see alone. With max_length, a prompt is cut from the left to leave room for its tokens.
-    `prompt_ends` (see `teacher_forced.score_pairs`) is told the last column before the prompt pass and
-    None before each cached one-token step, whose input holds no prompt token (the key lies in the cache).
+    Prompts are left-padded (generate derives each row's positions from the attention mask, so a row sees
+    the positions it would see alone). With max_length, a prompt is cut from the left to leave room for its
+    tokens. `prompt_ends` (see `teacher_forced.score_pairs`) is told the last column before the prompt pass
+    and None before each cached one-token step.
     """
+    from transformers import GenerationConfig, LogitsProcessorList
+
     if len(prompts) != len(lengths):
         raise LifelongError(f"greedy_generate: {len(prompts)} prompts but {len(lengths)} lengths")
     device = _device(model, device)
@@ -93,6 +108,7 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), lengths[i]))
     pid = pad_id(tokenizer)
+    processors = LogitsProcessorList([_PromptPassDone(prompt_ends)] if prompt_ends is not None else [])
     was_training = model.training
     model.eval()
     try:
@@ -103,23 +119,14 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
             steps = max(lengths[i] for i in idx)
             ids, mask = pad([encoded[i] for i in idx], pid, side="left")
             ids, mask = ids.to(device), mask.to(device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             if prompt_ends is not None:
                 prompt_ends(torch.full((len(idx),), ids.shape[1] - 1, dtype=torch.long, device=device))
-            result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            generated = []
-            for step in range(steps):
-                nxt = result.logits[:, -1].argmax(-1)
-                generated.append(nxt)
-                if step + 1 == steps:
-                    break
-                mask = torch.cat([mask, mask.new_ones((len(idx), 1))], dim=1)
-                positions = positions[:, -1:] + 1
-                if prompt_ends is not None:
-                    prompt_ends(None)
-                result = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions,
-                               cache=result.cache, use_cache=True)   # transformers 5: `cache`, not past_key_values
-            tokens = torch.stack(generated, dim=1).cpu().tolist()
+            # greedy, exactly `steps` tokens: no end-of-sequence stop, none of the model's sampling defaults
+            config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=steps, min_new_tokens=0,
+                                      eos_token_id=[], pad_token_id=pid)
+            tokens = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                    logits_processor=processors)
+            tokens = tokens[:, ids.shape[1]:].cpu().tolist()
             for row, i in enumerate(idx):
                 out[i] = tokens[row][: lengths[i]]
     finally:

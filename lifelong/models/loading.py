@@ -6,9 +6,10 @@ import json
 from typing import Any, Mapping
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from ..core.errors import ConfigError, LifelongError
+from ..core.errors import ConfigError, LifelongError, unknown_name
 from ..core.paths import resolve
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -19,7 +20,7 @@ def resolve_model(name: str, params: Mapping[str, Any]) -> tuple[str, str]:
     """params.yaml `models.NAME` -> (local path or hub id, dtype)."""
     models = params.get("models") or {}
     if name not in models:
-        raise LifelongError(f"unknown model {name!r}; known models: {', '.join(sorted(models)) or '(none)'}")
+        raise unknown_name("model", name, list(models))
     entry = models[name] or {}
     dtype = entry.get("dtype", "float32")
     if dtype not in DTYPES:
@@ -57,6 +58,10 @@ def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
     except OSError as exc:
         raise LifelongError(f"could not load model {path_or_id!r}: {str(exc).splitlines()[0]}. "
                             "Testbed models are built by `dvc repro pretrain`; hub models need network access.") from None
+    except SafetensorError as exc:   # a truncated or damaged weights file
+        raise LifelongError(f"could not load model {path_or_id!r}: its model.safetensors is damaged ({exc}); "
+                            "rebuild it (`dvc repro`) or download it again") from None
+    check_finite(model, path_or_id)
     # The pad rule: a tokenizer without a pad token pads with its end-of-sequence token. Padding is always masked
     # (attention mask, labels -100) and placed right of the text, so no position or score shifts; no token is
     # added, so the vocabulary and the embedding matrix stay as trained.
@@ -68,6 +73,15 @@ def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
     model.to(device).eval()
     model.requires_grad_(False)  # editors switch on exactly what they train
     return model, tokenizer
+
+
+def check_finite(model: nn.Module, name: str) -> None:
+    """Refuse a model with a NaN or infinite weight: every edit and score of it would be meaningless."""
+    for param_name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LifelongError(f"model {name!r}: weight {param_name} holds NaN or infinite values ({bad} of "
+                                f"{tensor.numel()}); the file is damaged or the training diverged")
 
 
 def context_length(model: nn.Module) -> int | None:

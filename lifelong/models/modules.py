@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..core.errors import LifelongError
-from .families import Family, family_named
+from .families import FAMILIES, Family, family_named
 
 
 def family_of(model: nn.Module) -> Family:
@@ -146,8 +146,8 @@ def logits_at(model: nn.Module, inputs: dict[str, torch.Tensor], positions: torc
 
     Same numbers as `model(**inputs).logits[positions]` for a plain linear head, without the head's
     forward and backward over every other position (the vocabulary projection dominates small models).
-    A model with no transformers config (a test double, a custom LM) takes the full forward."""
-    if getattr(model, "config", None) is None:
+    A model outside the families (a test double, a custom LM) takes the full forward."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in FAMILIES:
         return model(**inputs).logits[positions]
     fam = family_of(model)
     hidden = get_module(model, fam.body)(**inputs)[0]

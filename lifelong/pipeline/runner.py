@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from ..core import io
 from ..core.config import load_params
-from ..core.errors import LifelongError
+from ..core.errors import ConfigError, LifelongError
 from ..core.paths import ARTIFACTS, PARAMS
 from ..data import dataset_metrics, load_dataset, locality_pool
-from ..editors import EditContext, Editor, EditorHparams, build_hparams, editor_class
+from ..editors import EditContext, Editor, EditorHparams, build_hparams, check_editor_sections, editor_class
 from ..eval import registry
 from ..eval.evaluate import Predictions, Scores, chunked, score_stream
 from ..models.loading import context_length, fingerprint, load_model, resolve_model, uses_chat_template
@@ -98,6 +98,7 @@ class Run:
     max_length: int | None             # the model's context; longer evaluation inputs are cut from the left
     state: RunState
     chat_template: bool = False        # generation metrics through the chat template (models.NAME.chat_template)
+    prompt_lengths: dict[str, Any] = field(default_factory=dict)   # the summary's `prompt_lengths` (PROMPT_POLICY)
 
     @property
     def turns_per_block(self) -> int:
@@ -133,6 +134,8 @@ def setup(spec: RunSpec) -> Run:
     params = load_params(spec.params_path)
     if spec.n_edits < 1 or spec.n_blocks < 1:
         raise LifelongError(f"--n-edits and --blocks must be >= 1 (got {spec.n_edits}, {spec.n_blocks})")
+    editor_class(spec.editor)
+    check_editor_sections(params)   # before the data and the model load: a typo costs no waiting
     source = load_dataset(spec.dataset, params)
     options = dataset_metrics(spec.dataset, params)
     needed = spec.n_edits * spec.n_blocks
@@ -149,11 +152,17 @@ def setup(spec: RunSpec) -> Run:
         raise LifelongError(f"{where}: expected an integer >= 0 (0: torch's default, one per core), got {threads!r}")
     if threads:
         torch.set_num_threads(threads)
+    deterministic = (params.get("runtime") or {}).get("deterministic", True)
+    if not isinstance(deterministic, bool):
+        raise ConfigError(f"params.yaml runtime.deterministic: expected true or false, got {deterministic!r}")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
     path, dtype = resolve_model(spec.model, params)
     model, tokenizer = load_model(path, dtype=dtype, device=device)
     family = family_of(model)
-    hparams = build_hparams(spec.editor, params, family.name, spec.overrides, model=spec.model)
+    hparams = build_hparams(spec.editor, params, family.name, spec.overrides, model=spec.model,
+                            overrides_from=f"params.yaml editors.{spec.editor}.variants.{spec.variant}"
+                            if spec.variant else "--set")
     off_turn = [k for k in spec.eval_at if k % hparams.turn_size and k != spec.n_edits]
     if off_turn:  # evaluation happens between turns: k edits must be exactly the edits made so far
         raise LifelongError(f"--eval-at values must be multiples of the editor's turn_size ({hparams.turn_size}); "
@@ -165,6 +174,7 @@ def setup(spec: RunSpec) -> Run:
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    io.remove_stale_temporaries(out)   # what a killed write left; the checkpoint and results are whole or absent
     r = Run(spec, source, options, model, tokenizer, hparams, editor, out, context_length(model), RunState(),
             uses_chat_template(spec.model, params))
     if spec.resume and r.checkpoint_path.exists():
@@ -172,8 +182,8 @@ def setup(spec: RunSpec) -> Run:
         print(f"resumed from {r.checkpoint_path}: block {r.state.block}, turn {r.state.turn}")
     elif spec.resume:
         print(f"note: no checkpoint at {r.checkpoint_path}; starting from the beginning")
-    if r.state.pre is None and r.max_length:  # before any edit: every edit must fit the model
-        _check_context(source.records(0, needed), tokenizer, r.max_length, spec)
+    if r.max_length:  # every edit must fit the model (checked again on resume: it counts what evaluation cuts)
+        r.prompt_lengths |= _check_context(source.records(0, needed), tokenizer, r.max_length, spec)
     return r
 
 
@@ -260,6 +270,15 @@ def _rows(r: Run, first: int, block: int, scores: Scores) -> pd.DataFrame:
     return pd.DataFrame({"block": block, "index": np.arange(first, first + n), "uid": uids, **ordered})
 
 
+def _prompt_lengths(r: Run) -> dict[str, Any]:
+    """The long-prompt policy and what it did in this run: evaluation inputs cut to the context, and the
+    loader's count of prompts over `max_prompt_chars` (kept or skipped)."""
+    report = getattr(r.source, "report", None) or {}
+    return {"policy": PROMPT_POLICY, "context_tokens": None, "eval_inputs_cut": 0, **r.prompt_lengths,
+            "max_prompt_chars": report.get("max_prompt_chars"), "over_max_prompt_chars": report.get("long_prompts", 0),
+            "long_prompts": getattr(getattr(r.source, "opts", None), "long_prompts", "keep")}
+
+
 def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
     spec, state = r.spec, r.state
     metrics = [c for c in per_edit.columns if c in registry.METRICS]
@@ -275,8 +294,9 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
         "generation_prompts": "chat_template" if r.chat_template else "raw",
+        "prompt_lengths": _prompt_lengths(r),
         "hparams": dataclasses.asdict(r.hparams),
         "editor_report": r.editor.report(),
         "metric_definitions": registry.definitions(metrics),
@@ -285,10 +305,17 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> None:
+PROMPT_POLICY = ("an edit (prompt + target) longer than the model's context is refused before any edit; an "
+                 "evaluation input (rephrase or locality prompt + answer) longer than it is cut from the left, "
+                 "keeping the answer; prompts over the dataset's max_prompt_chars are counted and kept, or "
+                 "skipped with long_prompts: skip")
+
+
+def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> dict[str, int]:
     """Editors train on prompt + target in full, so an edit longer than the model's context is refused
-    up front, naming the records. (Evaluation instead cuts long inputs from the left, keeping the answer.)"""
-    too_long, offset = [], 0
+    up front, naming the records. Evaluation instead cuts long inputs from the left, keeping the answer:
+    returns how many evaluation inputs that cuts (PROMPT_POLICY; the summary's `prompt_lengths`)."""
+    too_long, offset, cut = [], 0, 0
     for block in chunked(records, chunk):
         prompts = tokenizer([r.prompt for r in block])["input_ids"]
         answers = tokenizer([" " + r.target for r in block], add_special_tokens=False)["input_ids"]
@@ -296,9 +323,21 @@ def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: in
             if len(p) + len(a) - 1 > max_length:
                 too_long.append((offset + i, block[i].uid, len(p) + len(a) - 1))
         offset += len(block)
+        cut += _over_context(tokenizer, [(q, r.target) for r in block for q in r.rephrases], max_length)
+        cut += _over_context(tokenizer, [(r.locality_prompt, r.locality_answer) for r in block if r.locality_prompt],
+                             max_length)
     if too_long:
         examples = ", ".join(f"record {i} (uid {u}): {n} tokens" for i, u, n in too_long[:3])
         raise LifelongError(
             f"dataset {spec.dataset!r}: {len(too_long)} edit(s) have prompt + target longer than the context of "
             f"model {spec.model!r} ({max_length} tokens), e.g. {examples}. Skip them with "
             f"datasets.{spec.dataset}.max_prompt_chars and long_prompts: skip, or use a model with a longer context.")
+    return {"context_tokens": max_length, "eval_inputs_cut": cut}
+
+
+def _over_context(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> int:
+    if not pairs:
+        return 0
+    prompts = tokenizer([p for p, _ in pairs])["input_ids"]
+    answers = tokenizer([" " + a for _, a in pairs], add_special_tokens=False)["input_ids"]
+    return sum(len(p) + len(a) - 1 > max_length for p, a in zip(prompts, answers))
