@@ -38,6 +38,7 @@ test-fast: setup          # skips the notebook smoke tests and slow integration 
 bench: setup
 	python benchmarks/bench_ultraedit.py
 	python benchmarks/bench_wise.py
+	python benchmarks/bench_cost.py
 
 clean-venv:
 	rm -rf $(VENV)
