@@ -314,7 +314,8 @@ PROMPT_POLICY = ("an edit (prompt + target) longer than the model's context is r
 def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> dict[str, int]:
     """Editors train on prompt + target in full, so an edit longer than the model's context is refused
     up front, naming the records. Evaluation instead cuts long inputs from the left, keeping the answer:
-    returns how many evaluation inputs that cuts (PROMPT_POLICY; the summary's `prompt_lengths`)."""
+    returns how many of the inputs evaluation scores (the first rephrase, the locality probe) it cuts
+    (PROMPT_POLICY; the summary's `prompt_lengths`)."""
     too_long, offset, cut = [], 0, 0
     for block in chunked(records, chunk):
         prompts = tokenizer([r.prompt for r in block])["input_ids"]
@@ -323,7 +324,7 @@ def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: in
             if len(p) + len(a) - 1 > max_length:
                 too_long.append((offset + i, block[i].uid, len(p) + len(a) - 1))
         offset += len(block)
-        cut += _over_context(tokenizer, [(q, r.target) for r in block for q in r.rephrases], max_length)
+        cut += _over_context(tokenizer, [(r.rephrase, r.target) for r in block if r.rephrase], max_length)
         cut += _over_context(tokenizer, [(r.locality_prompt, r.locality_answer) for r in block if r.locality_prompt],
                              max_length)
     if too_long:
