@@ -44,11 +44,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_ultraedit import floor_pass as ultraedit_floor  # noqa: E402  (this folder)
 from lifelong.core import io  # noqa: E402
 from lifelong.core.config import load_params  # noqa: E402
 from lifelong.core.machine import hardware  # noqa: E402
@@ -59,7 +59,7 @@ from lifelong.editors.ultraedit.presets import PRESETS  # noqa: E402
 from lifelong.models.families import FAMILIES  # noqa: E402
 from lifelong.models.loading import fingerprint  # noqa: E402
 from lifelong.models.modules import layer_path  # noqa: E402
-from lifelong.models.tokenization import IGNORE, encode_batch  # noqa: E402
+from lifelong.models.tokenization import encode_batch  # noqa: E402
 from lifelong.pipeline.testbed import TinyModelConfig, build_model, train_tokenizer, world_from_params  # noqa: E402
 
 QUICK_ITERS = 2                                     # --quick: at most this many optimisation steps
@@ -133,23 +133,9 @@ def release(device: torch.device) -> None:
 
 def floor_pass(model, tokenizer, record, device: torch.device) -> None:
     """One forward + backward of the loss down to the embedding output: every layer's activation gradients,
-    no weight gradients (the least a gradient-based edit of the lowest layer must do)."""
+    no weight gradients (the least a gradient-based edit of the lowest layer must do); bench_ultraedit's floor."""
     batch = encode_batch(tokenizer, [(record.prompt, record.target)]).to(device)
-    held = {}
-
-    def hook(module, args, output):
-        held["h"] = output.detach().requires_grad_(True)
-        return held["h"]
-
-    handle = model.get_input_embeddings().register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(**batch.model_inputs()).logits
-            answer = batch.labels != IGNORE
-            loss = F.cross_entropy(logits[answer].float(), batch.labels[answer])
-            torch.autograd.grad(loss, [held["h"]])
-    finally:
-        handle.remove()
+    ultraedit_floor(model, [batch], model.get_input_embeddings(), "act")
 
 
 # -- shapes, edits, hyperparameters ------------------------------------------------------------------
