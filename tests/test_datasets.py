@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("no_data_env", "cache")
 
 def test_all_loaders_registered():
     for name in ("zsre_mend", "zsre_ultraedit", "counterfact", "counterfact_rome", "ultraeditbench",
-                 "wikibigedit", "fever", "wise_hallucination", "wise_temporal"):
+                 "wikibigedit", "fever", "wise_hallucination", "wise_temporal", "knowedit"):
         assert name in LOADERS
 
 
@@ -34,7 +34,7 @@ def test_zsre_mend_target_and_question_mark_are_protocol_options():
     assert a.locality_prompt == "nq question: who painted the ceiling of the glass museum in Norvik"
     assert b.locality_prompt == a.locality_prompt + "?"
     assert a.locality_answer == "Ada Penhallow" and a.subject == "Harbour Lantern Society"
-    assert a.extras["pred"] == "1921" and a.extras["portability"]["New Answer"] == "Norvik"
+    assert a.extras["pred"] == "1921" and a.extras["portability"]["one_hop"][0][1] == "Norvik"
     second = list(alt.records(1, 2))[0]
     assert second.extras["answers"] == ["Cold Sea", "the Cold Sea"] and second.ground_truth == "Cold Sea"
     # row 3: alt == answers[0]; row 4: alt has a leading space (both occur in the real files)
@@ -82,7 +82,7 @@ def test_counterfact_rome_layout_and_seeded_choices():
     assert r.rephrases == ("A bell rang twice. Piers Hallam is native to", "The weather was mild. Piers Hallam was born in")
     assert r.locality_prompt in r.extras["neighborhood_prompts"]
     assert r.extras["relation_id"] == "P19" and r.extras["target_new_id"] == "Q597"
-    assert r.extras["portability"]["New Answer"] == "Tagus" and r.uid == "101"
+    assert r.extras["portability"]["one_hop"][0][1] == "Tagus" and r.uid == "101"
     assert list(src.records(2, 3))[0].extras["alternative_subject"] == "Zephyr Loom Three"
 
     first = load("counterfact_rome", path="counterfact_rome.json", paraphrase="first", neighbour="first")

@@ -47,7 +47,7 @@ def test_the_metric_registry_is_the_one_list_of_metrics():
     assert registry.CORE == ("reliability", "generalization", "locality", "locality_agreement")
     for name, metric in registry.METRICS.items():
         assert metric.definition and metric.direction in ("higher", "lower")
-        assert metric.option is None or metric.option in registry.OPTIONS
+        assert metric.option in (None, registry.RUN_LEVEL) or metric.option in registry.OPTIONS
     for option in registry.OPTIONS:
         assert registry.option_columns(option)
     assert set(report.OPTIONAL_FIELDS) >= {"reliability_em", "target_ppl_clip100", "pre_target_ppl_median"}

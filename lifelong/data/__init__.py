@@ -22,6 +22,7 @@ LOADERS: dict[str, str] = {  # name -> "module:function"
     "ultraeditbench": "lifelong.data.ultraeditbench:load",
     "wikibigedit": "lifelong.data.wikibigedit:load",
     "fever": "lifelong.data.fever:load",
+    "knowedit": "lifelong.data.knowedit:load",
     "wise_hallucination": "lifelong.data.wise_sets:load_hallucination",
     "wise_temporal": "lifelong.data.wise_sets:load_temporal",
 }

@@ -13,7 +13,13 @@ EasyEdit portability files such as `counterfact_portability_gpt4.json`):
   (`neighbour: first|random`, RLEdit draws one at random) -> target_true.str, since neighbourhood
   prompts share the relation and the true object of the edited fact. Random choices use a per-row
   RNG seeded with (seed, row index), so they do not depend on which rows were read before.
-All the other fields (neighborhood_prompts, attribute_prompts, portability, ...) go to `extras`.
+Named lists (data/named_lists.py): portability `one_hop` (EasyEdit's GPT-4 `portability` object) and
+`subject_replace` (the template with `alternative_subject` -> target_new); locality lists `neighborhood`
+(every neighbourhood prompt -> target_true), `attribute` (ROME's attribute prompts: other subjects that hold
+target_new -> target_new) and `distracting` (`distracting_neighborhood_prompts`, the edit sentence before a
+neighbour prompt -> target_true) where the row has them. `generation_prompts` (ROME's fluency) are kept, the
+first `generation_prompts` of them when that option is > 0.
+All the other fields go to `extras`.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from ..core.records import EditRecord
+from . import named_lists
 from .rows import RowError, nested, opt_str, req_str, str_list
 from .source import FileOptions, open_source
 
@@ -43,6 +50,7 @@ class CounterFactRomeOptions(FileOptions):
     paraphrase: Literal["all", "first", "random"] = "all"
     neighbour: Literal["first", "random"] = "random"
     seed: int = 0
+    generation_prompts: int = 0   # fluency prompts kept per record (0: all; ROME uses all)
 
 
 def _uid(row: Mapping[str, Any], index: int) -> str:
@@ -84,10 +92,25 @@ def convert_rome(row: Mapping[str, Any], index: int, opts: CounterFactRomeOption
         rephrases = (rng.choice(paraphrases),)
     loc = neighbours[0] if opts.neighbour == "first" else rng.choice(neighbours)
     rewrite = row["requested_rewrite"]
-    extras = {k: v for k, v in row.items() if k not in ("requested_rewrite", "paraphrase_prompts")}
+    listed = ("attribute_prompts", "distracting_neighborhood_prompts", "portability")   # neighbours stay (grounding)
+    extras = {k: v for k, v in row.items() if k not in ("requested_rewrite", "paraphrase_prompts", *listed)}
     extras.update(prompt_template=template, relation_id=rewrite.get("relation_id"),
                   target_new_id=rewrite["target_new"].get("id"), target_true_id=rewrite["target_true"].get("id"),
                   paraphrase_prompts=list(paraphrases))
+    if "generation_prompts" in row:
+        generation = str_list(row, "generation_prompts")
+        extras["generation_prompts"] = generation[:opts.generation_prompts or None]
+    locality = {"neighborhood": [(p, target_true) for p in neighbours]}
+    for field, name, answer in (("attribute_prompts", "attribute", target_new),
+                                ("distracting_neighborhood_prompts", "distracting", target_true)):
+        if field in row:
+            locality[name] = [(p, answer) for p in str_list(row, field)]
+    portability, skipped = named_lists.one_hop(row)
+    alias = opt_str(row, "alternative_subject")
+    if alias:
+        portability["subject_replace"] = [(template.replace("{}", alias), target_new)]
+    extras.update({named_lists.LOCALITY_LISTS: locality, named_lists.PORTABILITY: portability,
+                   named_lists.SKIPPED: skipped})
     return EditRecord(prompt=template.replace("{}", subject), target=target_new, rephrases=rephrases,
                       locality_prompt=loc, locality_answer=target_true, subject=subject,
                       ground_truth=target_true, uid=_uid(row, index), extras=extras)

@@ -11,7 +11,12 @@ split `zsre_mend_train*.json`): subject, src, pred, rephrase, alt, answers[list]
 `zsre_ultraedit` — the UltraEdit/RLEdit layout (`zsre_eval_20k.json`): src, rephrase, ans, loc,
 loc_ans (+ subject). `loc_question_mark` is required here too (the authors' loader appends "?").
 
-Every field not used for the record is kept in `extras` (pred, cond, portability, all answers, ...).
+Portability (data/named_lists.py): EasyEdit's `portability` object becomes the list `one_hop`; the
+portability copies' `inverse question` (answer: the subject) and `alter_subject_question` (answer: the new
+target) become `inverse_relation` and `subject_replace`. Those copies carry no `loc`: set
+`require_locality: false` for them.
+
+Every other field not used for the record is kept in `extras` (pred, cond, all answers, ...).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from ..core.records import EditRecord
+from . import named_lists
 from .rows import RowError, opt_str, req_str, str_list
 from .source import FileOptions, open_source
 
@@ -34,6 +40,7 @@ class ZsreMendOptions(FileOptions):
     path: str = "zsre/zsre_mend_edit.json"
     target: Literal["alt", "answers"]
     loc_question_mark: bool
+    require_locality: bool = True   # false: a row without `loc` has no locality probe (the portability copies)
 
 
 @dataclass(kw_only=True)
@@ -57,15 +64,33 @@ def convert_mend(row: Mapping[str, Any], index: int, opts: ZsreMendOptions) -> E
         if "alt" in row and not isinstance(row["alt"], str):
             raise RowError("alt", f"expected a string, got {type(row['alt']).__name__}")
     rephrase = req_str(row, "rephrase")
-    loc = _loc(row, opts.loc_question_mark)
-    loc_ans = req_str(row, "loc_ans")
+    has_loc = opts.require_locality or "loc" in row
+    loc = _loc(row, opts.loc_question_mark) if has_loc else ""
+    loc_ans = req_str(row, "loc_ans") if has_loc else ""
     subject = opt_str(row, "subject") or ""
-    used = {"src", "rephrase", "loc", "loc_ans", "subject"}
+    used = {"src", "rephrase", "loc", "loc_ans", "subject", "portability", "inverse question",
+            "alter_subject_question"}
     extras = {k: v for k, v in row.items() if k not in used}
     extras["target_field"] = opts.target
+    extras |= _portability(row, subject, target)
     return EditRecord(prompt=src, target=target, rephrases=(rephrase,), locality_prompt=loc,
                       locality_answer=loc_ans, subject=subject, ground_truth=answers[0], uid=str(index),
                       extras=extras)
+
+
+def _portability(row: Mapping[str, Any], subject: str, target: str) -> dict[str, Any]:
+    lists, skipped = named_lists.merged(
+        named_lists.one_hop(row),
+        _question(row, "inverse question", "inverse_relation", subject),
+        _question(row, "alter_subject_question", "subject_replace", target))
+    return {named_lists.PORTABILITY: lists, named_lists.SKIPPED: skipped} if lists or skipped else {}
+
+
+def _question(row: Mapping[str, Any], field: str, name: str, answer: str) -> tuple[dict, int]:
+    if field not in row:
+        return {}, 0
+    question = req_str(row, field)
+    return ({name: [(question, answer)]}, 0) if answer.strip() else ({}, 1)
 
 
 def convert_ultraedit(row: Mapping[str, Any], index: int, opts: ZsreUltraEditOptions) -> EditRecord:

@@ -2,7 +2,9 @@
 
 Beyond teacher forcing, a dataset entry may ask for more per-edit metrics (`metrics:` in params.yaml,
 see `registry.OPTIONS`): generation exact match of the edit and its rephrase, the target's perplexity
-(WISE Hallucination) and the temporal OOD indicator (WISE Eq. 10). They live in `Scores.extra`.
+(WISE Hallucination), the temporal OOD indicator (WISE Eq. 10), portability, extra locality lists and
+fluency. They live in `Scores.extra`; a per-list column (`portability[one_hop]`) exists only where some
+record has that list, so chunks are joined with NaN where one lacks a column.
 
 Records are scored in chunks, so evaluating a million edits never holds more than one chunk of
 tokenized text. Pre-edit locality predictions, which locality-as-agreement compares against, are
@@ -16,7 +18,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..core.records import EditRecord
-from . import registry
+from . import lists, registry
 from .teacher_forced import PromptEnds, score_pairs
 
 
@@ -54,6 +56,7 @@ class Scores:
     locality_agreement: np.ndarray
     locality_predictions: Predictions
     extra: dict[str, np.ndarray] = field(default_factory=dict)   # optional metric columns (registry.OPTIONS)
+    lists_predictions: Predictions = field(default_factory=Predictions)   # per edit, argmax over its locality lists
 
     def means(self) -> dict[str, float]:
         return {k: _nanmean(v) for k, v in self.columns().items()}
@@ -64,19 +67,23 @@ class Scores:
 
     @classmethod
     def concat(cls, parts: list["Scores"]) -> "Scores":
-        preds = Predictions()
+        preds, lists = Predictions(), Predictions()
         for p in parts:
             preds.extend(p.locality_predictions)
+            lists.extend(p.lists_predictions)
         cat = lambda k: np.concatenate([getattr(p, k) for p in parts]) if parts else np.zeros(0)
-        extra = {k: np.concatenate([p.extra[k] for p in parts]) for k in (parts[0].extra if parts else {})}
+        keys = dict.fromkeys(k for p in parts for k in p.extra)
+        extra = {k: np.concatenate([p.extra.get(k, np.full(len(p.reliability), np.nan)) for p in parts]) for k in keys}
         return cls(cat("reliability"), cat("generalization"), cat("locality"), cat("locality_agreement"), preds,
-                   extra)
+                   extra, lists)
 
 
 def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: int = 256,
                   reference: list[np.ndarray] | None = None, extras: tuple[str, ...] = (),
-                  max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False) -> Scores:
-    """Score one chunk of records. `reference`: pre-edit locality predictions for agreement;
+                  max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False,
+                  lists_reference: list[np.ndarray] | None = None) -> Scores:
+    """Score one chunk of records. `reference`: pre-edit locality predictions for agreement (`lists_reference`:
+    the same for the locality lists);
     `extras`: option names from the metric registry; `max_length`: the model's context (longer inputs are cut
     from the left, so the answer is kept); `prompt_ends`: told each batch's last prompt tokens before its
     forward (an editor's `set_prompt_ends`; see `teacher_forced.score_pairs`); `chat_template`: generation metrics
@@ -105,20 +112,28 @@ def score_records(model, tokenizer, records: list[EditRecord], *, batch_size: in
                 ref = reference[i]
                 agree[i] = float(np.mean(ref == out.predictions[j])) if len(ref) else 1.0
     extra: dict[str, np.ndarray] = {}
+    list_preds: list[np.ndarray] = [np.zeros(0, dtype=np.int32)] * n
     for option in extras:
-        extra |= registry.OPTIONS[option](model, tokenizer, records, **kw, chat_template=chat_template)
-    return Scores(rel, gen, loc, agree, Predictions.from_list(preds), extra)
+        if option == "locality_lists":
+            columns, list_preds = lists.locality_lists(model, tokenizer, records, reference=lists_reference, **kw)
+            extra |= columns
+        else:
+            extra |= registry.OPTIONS[option](model, tokenizer, records, **kw, chat_template=chat_template)
+    return Scores(rel, gen, loc, agree, Predictions.from_list(preds), extra, Predictions.from_list(list_preds))
 
 
 def score_stream(model, tokenizer, records: Iterable[EditRecord], *, chunk: int = 4096, batch_size: int = 256,
                  reference: Predictions | None = None, extras: tuple[str, ...] = (),
-                 max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False) -> Scores:
+                 max_length: int | None = None, prompt_ends: PromptEnds = None, chat_template: bool = False,
+                 lists_reference: Predictions | None = None) -> Scores:
     """Score any number of records, `chunk` at a time."""
     parts, offset = [], 0
     for block in chunked(records, chunk):
         ref = reference.slice(offset, offset + len(block)) if reference is not None else None
+        lists_ref = lists_reference.slice(offset, offset + len(block)) if lists_reference is not None else None
         parts.append(score_records(model, tokenizer, block, batch_size=batch_size, reference=ref, extras=extras,
-                                   max_length=max_length, prompt_ends=prompt_ends, chat_template=chat_template))
+                                   max_length=max_length, prompt_ends=prompt_ends, chat_template=chat_template,
+                                   lists_reference=lists_ref))
         offset += len(block)
     return Scores.concat(parts)
 

@@ -80,12 +80,20 @@ class _PromptPassDone:
         return scores
 
 
-@torch.no_grad()
 def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[int], *, batch_size: int = 64,
                     device: torch.device | str | None = None, max_length: int | None = None,
                     prompt_ends: PromptEnds = None) -> list[list[int]]:
-    """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop), by the library's
-    own `model.generate`.
+    """Greedy continuation of each prompt, exactly lengths[i] new tokens (no early stop); see `generate_tokens`."""
+    return generate_tokens(model, tokenizer, prompts, lengths, batch_size=batch_size, device=device,
+                           max_length=max_length, prompt_ends=prompt_ends)
+
+
+@torch.no_grad()
+def generate_tokens(model, tokenizer, prompts: Sequence[str], lengths: Sequence[int], *, batch_size: int = 64,
+                    device: torch.device | str | None = None, max_length: int | None = None,
+                    prompt_ends: PromptEnds = None, top_k: int | None = None) -> list[list[int]]:
+    """Exactly lengths[i] new tokens after each prompt (no early stop), by the library's own `model.generate`:
+    greedy, or sampled from the `top_k` most likely tokens (the caller seeds torch's generator).
 
     Prompts are left-padded (generate derives each row's positions from the attention mask, so a row sees
     the positions it would see alone). With max_length, a prompt is cut from the left to leave room for its
@@ -95,7 +103,7 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
     from transformers import GenerationConfig, LogitsProcessorList
 
     if len(prompts) != len(lengths):
-        raise LifelongError(f"greedy_generate: {len(prompts)} prompts but {len(lengths)} lengths")
+        raise LifelongError(f"generate_tokens: {len(prompts)} prompts but {len(lengths)} lengths")
     device = _device(model, device)
     encoded = []
     for prompt, n in zip(prompts, lengths):
@@ -121,8 +129,9 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], lengths: Sequence[
             ids, mask = ids.to(device), mask.to(device)
             if prompt_ends is not None:
                 prompt_ends(torch.full((len(idx),), ids.shape[1] - 1, dtype=torch.long, device=device))
-            # greedy, exactly `steps` tokens: no end-of-sequence stop, none of the model's sampling defaults
-            config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=steps, min_new_tokens=0,
+            # exactly `steps` tokens: no end-of-sequence stop, none of the model's sampling defaults
+            sampling = dict(do_sample=True, top_k=top_k, top_p=1.0, temperature=1.0) if top_k else dict(do_sample=False)
+            config = GenerationConfig(**sampling, num_beams=1, max_new_tokens=steps, min_new_tokens=0,
                                       eos_token_id=[], pad_token_id=pid)
             tokens = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                                     logits_processor=processors)

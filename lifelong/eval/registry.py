@@ -15,7 +15,10 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from ..core.records import EditRecord
-from . import generation, perplexity
+from . import fluency, generation, lists, perplexity
+
+
+RUN_LEVEL = "heldout"   # the option of the model-level metrics (eval/retention.py): measured per block, not per edit
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,38 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("ood_success", "WISE Eq. 10: [mean token NLL of ood_rephrase given the edit prompt < delta], "
            "delta = -log 0.8", "higher", "temporal_ood", "perplexity"),
     Metric("ood_loss", "mean token NLL of ood_rephrase given the edit prompt", "lower", "temporal_ood", "perplexity"),
+    Metric("portability", "teacher-forced token accuracy of each portability prompt (a question that follows from the "
+           "edit: one hop, subject alias, inverse relation, KnowEdit's named lists) -> its answer; per edit the mean "
+           "over its lists of each list's mean (KnowEdit), edits without lists left out; per list: portability[NAME]",
+           "higher", "portability"),
+    Metric("portability_em", "generation exact match of the same portability prompts (as reliability_em), aggregated "
+           "the same way", "higher", "portability", "generated"),
+    Metric("locality_lists", "fraction of answer positions of each extra locality prompt whose argmax equals the "
+           "unedited model's (CounterFact neighbourhood, attribute and distracting-neighbourhood prompts, KnowEdit's "
+           "locality lists); per edit the mean over its lists; per list: locality_lists[NAME]", "higher",
+           "locality_lists"),
+    Metric("fluency", "ROME's generation entropy in bits: mean(2/3 H2, 4/3 H3) of the 2- and 3-gram distributions of "
+           "NLTK word tokens of a top-5 sample of 100 tokens (prompt included) after each generation prompt, mean over "
+           "the edit's prompts (MEMIT/AlphaEdit print it x100)", "higher", "fluency", "generated"),
+    Metric("heldout_ppl", "exp(sum NLL / sum tokens) over the fixed held-out texts (params heldout) after the block's "
+           "edits; one value per block, repeated on its edits", "lower", RUN_LEVEL, "perplexity"),
+    Metric("heldout_ppl_ratio", "heldout_ppl after the block's edits / before any edit (1 = unchanged)", "lower",
+           RUN_LEVEL, "perplexity"),
+    Metric("knowledge_retained", "teacher-forced token accuracy on facts the unedited model answers wholly right "
+           "(params heldout.facts, never edited) after the block's edits; 1 before editing by construction", "higher",
+           RUN_LEVEL),
 )}
 CORE = tuple(name for name, m in METRICS.items() if m.option is None)
+NAMED_LISTS = ("portability", "portability_em", "locality_lists")   # columns that also come per list: NAME[list]
+
+
+def base_name(column: str) -> str:
+    """`portability[one_hop]` -> `portability`: a per-list column is summarised as its metric."""
+    return column.split("[", 1)[0]
+
+
+def is_metric(column: str) -> bool:
+    return base_name(column) in METRICS
 HEADLINE = ("reliability", "generalization", "locality")   # the papers' Rel / Gen / Loc
 
 
@@ -95,7 +128,16 @@ def _temporal_ood(model, tokenizer, records: Sequence[EditRecord], *, max_length
     return out
 
 
-OPTIONS: dict[str, Compute] = {"exact_match": _exact_match, "perplexity": _perplexity, "temporal_ood": _temporal_ood}
+def _fluency(model, tokenizer, records: Sequence[EditRecord], *, max_length, batch_size,
+             prompt_ends=None, chat_template: bool = False) -> dict[str, np.ndarray]:
+    return fluency.fluency(model, tokenizer, records, max_length=max_length, batch_size=batch_size,
+                           prompt_ends=prompt_ends)
+
+
+# locality_lists is computed in evaluate.score_records (it needs the pre-edit predictions); heldout by the runner
+OPTIONS: dict[str, Compute | None] = {"exact_match": _exact_match, "perplexity": _perplexity,
+                                      "temporal_ood": _temporal_ood, "portability": lists.portability,
+                                      "fluency": _fluency, "locality_lists": None}
 
 
 def option_columns(option: str) -> tuple[str, ...]:
@@ -113,7 +155,7 @@ def check_options(names, where: str) -> tuple[str, ...]:
 
 def definitions(columns) -> dict[str, str]:
     """The definitions of the registered metrics among `columns` (what a summary records)."""
-    return {c: METRICS[c].definition for c in columns if c in METRICS}
+    return {c: METRICS[c].definition for c in dict.fromkeys(map(base_name, columns)) if c in METRICS}
 
 
 def summarize(name: str, values: np.ndarray, prefix: str = "") -> dict[str, float | None]:
@@ -122,7 +164,8 @@ def summarize(name: str, values: np.ndarray, prefix: str = "") -> dict[str, floa
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
     out: dict[str, float | None] = {}
-    for kind in METRICS[name].summaries if name in METRICS else ("mean",):
+    base = base_name(name)
+    for kind in METRICS[base].summaries if base in METRICS else ("mean",):
         key = prefix + name + ("" if kind == "mean" else f"_{kind}")
         if not len(values):
             out[key] = None

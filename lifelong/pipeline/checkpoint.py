@@ -31,6 +31,7 @@ class RunState:
     edit_seconds: float = 0.0
     eval_seconds: float = 0.0
     pre: Scores | None = None
+    heldout: dict[str, Any] | None = None   # the run's held-out set (eval/retention.HeldoutSet, as a dict)
     rows: list[pd.DataFrame] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
 
@@ -39,7 +40,7 @@ def save(path: Path, identity: dict[str, Any], editor, state: RunState) -> None:
     tree.save_tree(path, {
         "identity": identity, "editor_state": editor.state_dict(), "block": state.block, "turn": state.turn,
         "edit_seconds": state.edit_seconds, "eval_seconds": state.eval_seconds,
-        "pre": None if state.pre is None else _scores_tree(state.pre),
+        "pre": None if state.pre is None else _scores_tree(state.pre), "heldout": state.heldout,
         "rows": [frame.to_dict("list") for frame in state.rows], "curve": state.curve, "rng": rng_state()})
 
 
@@ -56,18 +57,21 @@ def load(path: Path, identity: dict[str, Any], editor) -> RunState:
     set_rng_state(ckpt["rng"])
     return RunState(block=ckpt["block"], turn=ckpt["turn"], edit_seconds=ckpt["edit_seconds"],
                     eval_seconds=ckpt["eval_seconds"], pre=None if ckpt["pre"] is None else _scores(ckpt["pre"]),
+                    heldout=ckpt.get("heldout"),
                     rows=[pd.DataFrame(rows) for rows in ckpt["rows"]], curve=ckpt["curve"])
 
 
 def _scores_tree(scores: Scores) -> dict[str, Any]:
     fields = {f.name: getattr(scores, f.name) for f in dataclasses.fields(scores)}
-    preds = fields.pop("locality_predictions")
-    return fields | {"locality_predictions": {"flat": preds.flat, "offsets": preds.offsets}}
+    return fields | {k: {"flat": fields[k].flat, "offsets": fields[k].offsets} for k in _PREDICTIONS}
 
 
 def _scores(saved: dict[str, Any]) -> Scores:
-    preds = Predictions(saved["locality_predictions"]["flat"], saved["locality_predictions"]["offsets"])
-    return Scores(**{**saved, "locality_predictions": preds})
+    return Scores(**{**saved, **{k: Predictions(saved[k]["flat"], saved[k]["offsets"]) for k in _PREDICTIONS
+                                 if saved.get(k) is not None}})
+
+
+_PREDICTIONS = ("locality_predictions", "lists_predictions")
 
 
 # -- random number generators -------------------------------------------------------------------------

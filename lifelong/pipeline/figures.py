@@ -3,7 +3,9 @@
 * `plot_tradeoff`: the "impossible triangle", Rel / Gen / Loc per editor at one T (grouped bars);
 * `plot_cost`: seconds per edit and peak memory per editor (log y), with the hardware named;
 * `plot_generation_gap`: teacher-forced reliability beside generated exact match, per editor (the "Mirage of
-  Model Editing" gap).
+  Model Editing" gap);
+* `plot_profile`: each editor's full profile at every T, one panel per metric on its own scale: Rel, Gen, Loc,
+  portability, the harder locality lists, fluency and the held-out perplexity ratio (issue 13).
 
 Each takes the runs of one model and dataset, saves a PNG and returns the figure (the notebook shows it).
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.machine import hardware
+from .tables import UNEDITED_VALUE
 
 TRADEOFF = {"reliability": "Rel", "generalization": "Gen", "locality_agreement": "Loc (agreement)"}
 
@@ -93,3 +96,36 @@ def plot_generation_gap(runs: pd.DataFrame, model: str, dataset: str, path: str 
     columns = {"reliability": "teacher-forced accuracy", "reliability_em": "generated exact match"}
     return _grouped_bars(_at_t(done, columns, t), columns, "reliability (fraction of edits)",
                          f"{model} on {dataset}, T = {t}: teacher forcing against generation", path)
+
+
+PROFILE = {"reliability": "Rel", "generalization": "Gen", "locality_agreement": "Loc (agreement)",
+           "portability": "Portability", "locality_lists": "Loc lists (agreement)", "fluency": "Fluency (bits)",
+           "heldout_ppl_ratio": "Held-out PPL ratio", "knowledge_retained": "Known facts kept"}
+
+
+def plot_profile(runs: pd.DataFrame, model: str, dataset: str, path: str | Path):
+    """One panel per metric this model and dataset have (own y scale), bars per editor and T; the dashed line is
+    the unedited model's value."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    done = _done(runs, model, dataset)
+    shown = {f: label for f, label in PROFILE.items() if f in done and done[f].notna().any()}
+    if not len(done) or not shown:
+        return None
+    long = done.melt(id_vars=["editor", "n_edits"], value_vars=list(shown), var_name="metric").assign(
+        T=lambda d: d.n_edits.astype(int).astype(str))
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown) + 1, 3.6), squeeze=False)
+    for ax, (field, label) in zip(axes[0], shown.items()):
+        sns.barplot(data=long[long.metric == field], x="editor", y="value", hue="T", ax=ax,
+                    legend=ax is axes[0][-1])
+        pre = UNEDITED_VALUE.get(field, done[f"pre_{field}"].mean() if f"pre_{field}" in done else None)
+        if pre is not None and pd.notna(pre):
+            ax.axhline(pre, color="black", linestyle="--", linewidth=1)
+        ax.set(title=label, xlabel="", ylabel="")
+        ax.tick_params(axis="x", rotation=60)
+    axes[0][-1].legend(title="T", loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.suptitle(f"{model} on {dataset}: the full profile per editor (dashed: the unedited model)", y=1.03)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -11,7 +11,8 @@ The run is four steps, each a function: `setup` (load, validate, resume), `edit_
 of one block), `evaluate` (score the edits made so far) and `finish` (write the results).
 
 Outputs in `out_dir` (all written atomically):
-  summary.json   headline metrics, pre-edit metrics, timings, peak memory, metric definitions
+  summary.json   headline metrics, pre-edit metrics, timings, peak memory, metric definitions, the held-out
+                 set (eval/retention.py) and the named lists scored (data/named_lists.py)
   per_edit.csv   one row per edit
   curve.csv      one row per evaluation checkpoint (when eval_at is given)
   checkpoint.pt  every `checkpoint_every` turns; `resume=True` continues from it (tensors + JSON)
@@ -37,8 +38,9 @@ from ..core.config import load_params
 from ..core.errors import ConfigError, LifelongError
 from ..core.paths import ARTIFACTS, PARAMS
 from ..data import dataset_metrics, load_dataset, locality_pool
+from ..data.named_lists import list_report
 from ..editors import EditContext, Editor, EditorHparams, build_hparams, check_editor_sections, editor_class
-from ..eval import registry
+from ..eval import registry, retention
 from ..eval.evaluate import Predictions, Scores, chunked, score_stream
 from ..models.loading import context_length, fingerprint, load_model, resolve_model, uses_chat_template
 from ..models.modules import family_of
@@ -98,6 +100,8 @@ class Run:
     max_length: int | None             # the model's context; longer evaluation inputs are cut from the left
     state: RunState
     chat_template: bool = False        # generation metrics through the chat template (models.NAME.chat_template)
+    heldout: retention.HeldoutConfig | None = None   # params.yaml heldout (None: not measured)
+    params: dict[str, Any] = field(default_factory=dict)
     prompt_lengths: dict[str, Any] = field(default_factory=dict)   # the summary's `prompt_lengths` (PROMPT_POLICY)
 
     @property
@@ -115,11 +119,18 @@ class Run:
 def run(spec: RunSpec, *, on_checkpoint: OnCheckpoint | None = None) -> dict[str, Any]:
     """Run the experiment of `spec` (resuming it if asked) and return its summary."""
     r = setup(spec)
-    if r.state.pre is None:  # pre-edit scores of every record the run will edit
+    if r.state.pre is None:  # pre-edit scores of every record the run will edit, and the held-out set
         t0 = time.perf_counter()
         r.state.pre = score_stream(r.model, r.tokenizer, r.source.records(0, spec.n_edits * spec.n_blocks),
                                    batch_size=spec.eval_batch_size, extras=r.options, max_length=r.max_length,
                                    prompt_ends=r.editor.set_prompt_ends, chat_template=r.chat_template)
+        if r.heldout is not None:
+            held = retention.build(r.heldout, r.params, r.model, r.tokenizer, max_length=r.max_length,
+                                   prompt_ends=r.editor.set_prompt_ends)
+            r.state.heldout = dataclasses.asdict(held)
+            n = len(r.state.pre.reliability)
+            r.state.pre.extra |= {k: np.full(n, np.nan if v is None else v) for k, v in held.pre.items()
+                                  if k != "heldout_ppl_ratio"}
         r.state.eval_seconds += time.perf_counter() - t0
     bar = tqdm(total=r.turns_per_block * spec.n_blocks, initial=r.state.block * r.turns_per_block + r.state.turn,
                desc=f"{spec.editor} on {spec.model}", unit="turn", disable=not spec.progress)
@@ -176,7 +187,7 @@ def setup(spec: RunSpec) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     io.remove_stale_temporaries(out)   # what a killed write left; the checkpoint and results are whole or absent
     r = Run(spec, source, options, model, tokenizer, hparams, editor, out, context_length(model), RunState(),
-            uses_chat_template(spec.model, params))
+            uses_chat_template(spec.model, params), retention.HeldoutConfig.from_params(params), params)
     if spec.resume and r.checkpoint_path.exists():
         r.state = checkpoint.load(r.checkpoint_path, r.identity(), editor)
         print(f"resumed from {r.checkpoint_path}: block {r.state.block}, turn {r.state.turn}")
@@ -232,10 +243,18 @@ def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = Non
 def evaluate(r: Run, first: int, count: int) -> Scores:
     """Score the first `count` edits of the block that starts at record `first`."""
     t0 = time.perf_counter()
-    reference = Predictions.from_list(r.state.pre.locality_predictions.slice(first, first + count))
+    pre = r.state.pre
     scores = score_stream(r.model, r.tokenizer, r.source.records(first, first + count),
-                          batch_size=r.spec.eval_batch_size, reference=reference, extras=r.options,
-                          max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends, chat_template=r.chat_template)
+                          batch_size=r.spec.eval_batch_size,
+                          reference=Predictions.from_list(pre.locality_predictions.slice(first, first + count)),
+                          lists_reference=Predictions.from_list(pre.lists_predictions.slice(first, first + count)),
+                          extras=r.options, max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends,
+                          chat_template=r.chat_template)
+    if r.state.heldout is not None:   # the model-level metrics, one value for the block, repeated on its edits
+        held = retention.HeldoutSet(**r.state.heldout)
+        values = retention.measure(held, r.model, r.tokenizer, r.heldout, max_length=r.max_length,
+                                   prompt_ends=r.editor.set_prompt_ends, pre=held.pre)
+        scores.extra |= {k: np.full(count, np.nan if v is None else v) for k, v in values.items()}
     r.state.eval_seconds += time.perf_counter() - t0
     return scores
 
@@ -261,7 +280,8 @@ def _rows(r: Run, first: int, block: int, scores: Scores) -> pd.DataFrame:
     sl = slice(first, first + n)
     uids = [rec.uid for rec in r.source.records(first, first + n)]
     post = scores.columns()
-    pre_columns = {f"pre_{k}": v[sl] for k, v in pre.columns().items() if k != "locality_agreement"}
+    pre_columns = {f"pre_{k}": v[sl] for k, v in pre.columns().items()   # agreement with itself is 1 before editing
+                   if k != "locality_agreement" and registry.base_name(k) != "locality_lists"}
     # core post, core pre, then each optional metric's post and pre columns
     ordered = {k: post[k] for k in registry.CORE} | {f"pre_{k}": pre_columns[f"pre_{k}"] for k in registry.CORE
                                                      if f"pre_{k}" in pre_columns}
@@ -281,7 +301,7 @@ def _prompt_lengths(r: Run) -> dict[str, Any]:
 
 def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
     spec, state = r.spec, r.state
-    metrics = [c for c in per_edit.columns if c in registry.METRICS]
+    metrics = [c for c in per_edit.columns if registry.is_metric(c)]
     values: dict[str, Any] = {}
     for name in metrics:
         values |= registry.summarize(name, per_edit[name].to_numpy())
@@ -297,12 +317,23 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
         "generation_prompts": "chat_template" if r.chat_template else "raw",
         "prompt_lengths": _prompt_lengths(r),
+        "heldout": _heldout(r),
+        "named_lists": list_report(r.source.records(0, spec.n_edits * spec.n_blocks)),
         "hparams": dataclasses.asdict(r.hparams),
         "editor_report": r.editor.report(),
         "metric_definitions": registry.definitions(metrics),
         "protocol": f"{spec.n_blocks} block(s) of {spec.n_edits} edits; each block starts from the unedited "
                     "model and is evaluated after its last edit",
     }
+
+
+def _heldout(r: Run) -> dict[str, Any] | None:
+    """The held-out set this run measured (sizes, the cut policy, the unedited model's values)."""
+    if r.state.heldout is None:
+        return None
+    held = retention.HeldoutSet(**r.state.heldout)
+    return held.describe() | {"pre": held.pre, "max_tokens": r.heldout.max_tokens if r.heldout else None,
+                              "policy": "each held-out text is cut to its first max_tokens tokens"}
 
 
 PROMPT_POLICY = ("an edit (prompt + target) longer than the model's context is refused before any edit; an "

@@ -206,6 +206,36 @@ def grid_runs(params: Mapping[str, Any], runs_dirs: Mapping[str, str], results: 
     return runs.drop_duplicates(["model", "dataset", "editor", "n_edits"]) if len(runs) else runs
 
 
+# Beyond Rel/Gen/Loc (issue 13): label (how it is measured) -> summary field, and the unedited model's value
+BEYOND_COLUMNS = {"Port (teacher-forced)": "portability", "Port (generated)": "portability_em",
+                  "Loc lists (agreement)": "locality_lists", "Fluency (generated, bits)": "fluency",
+                  "Held-out PPL ratio": "heldout_ppl_ratio", "Known facts kept": "knowledge_retained"}
+# the unedited model where no pre_ value is recorded: agreement with itself, ratio to itself
+UNEDITED_VALUE = {"locality_agreement": 1.0, "locality_lists": 1.0, "heldout_ppl_ratio": 1.0}
+
+
+def beyond_table(runs: pd.DataFrame, model: str, dataset: str) -> pd.DataFrame | None:
+    """Rows: our editors, then the unedited model; columns (T, metric) for each metric beyond Rel/Gen/Loc that
+    this model and dataset have (None when it has none)."""
+    ours = runs[(runs.model == model) & (runs.dataset == dataset)]
+    shown = {label: f for label, f in BEYOND_COLUMNS.items() if f in ours and ours[f].notna().any()}
+    if not shown or not len(ours):
+        return None
+    ts = sorted({int(t) for t in ours.n_edits})
+    columns = pd.MultiIndex.from_tuples([(f"T={t}", label) for t in ts for label in shown])
+    rows, index = [], []
+    for editor, group in ours.groupby("editor", sort=False):
+        by_t = {int(r.n_edits): r for r in group.itertuples()}
+        rows.append([_cell(getattr(by_t[t], f), by_t[t].missing) if t in by_t else "" for t in ts
+                     for f in shown.values()])
+        index.append(editor)
+    pre = ours[~ours.missing]
+    rows.append([_cell(UNEDITED_VALUE.get(f, pre[pre.n_edits == t].get(f"pre_{f}", pd.Series(dtype=float)).mean()), False)
+                 for t in ts for f in shown.values()])
+    index.append(UNEDITED)
+    return pd.DataFrame(rows, index=pd.Index(index, name="editor"), columns=columns)
+
+
 def wise_caption(runs: pd.DataFrame, model: str, dataset: str, params: Mapping[str, Any],
                  published: Published | None) -> str:
     """What the table shows, and how our setting differs from the papers'."""
