@@ -240,6 +240,8 @@ def test_the_heldout_set_keeps_only_facts_the_unedited_model_knows(tok, tmp_path
     assert held.facts == [("Ewan Tullis was born in", "Dundee")] and held.fact_candidates == 2
     assert held.texts == ["Ewan Tullis was born in Dundee", "Isla Crombie plays for Cold Sea"]
     assert held.pre["knowledge_retained"] == 1.0
+    later = retention.build(retention.HeldoutConfig(facts=config.facts, facts_start=1), params, model, tok, max_length=None)
+    assert later.fact_candidates == 1 and later.facts == [] and later.pre["knowledge_retained"] is None
     absent = retention.build(retention.HeldoutConfig(texts={"loader": "counterfact", "path": "nope.json"}),
                              params, model, tok, max_length=None)
     assert absent.absent == ["texts"] and absent.texts == [] and absent.pre["heldout_ppl"] is None
