@@ -151,6 +151,15 @@ def test_counterfact_rome_carries_portability_harder_locality_and_generation_pro
     assert list(record.extras["portability"]) == ["one_hop"]
 
 
+def test_distracting_neighbourhood_prompts_become_their_own_locality_list(tmp_path):
+    rows = json.loads((FIXTURES / "counterfact_rome.json").read_text())
+    rows[0]["distracting_neighborhood_prompts"] = ["Piers Hallam originates from Lisbon. Morag Keir originates from"]
+    write_rows(tmp_path / "cf.json", rows)
+    record = next(load("counterfact_rome", data_dir=tmp_path, path="cf.json").records())
+    assert record.extras["locality_lists"]["distracting"] == [
+        ("Piers Hallam originates from Lisbon. Morag Keir originates from", "Dundee")]   # -> the true object
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "zsre").is_dir(), reason="../shared/data not present")
 def test_the_real_portability_files_load_as_named_lists():
     inverse = next(load("zsre_mend", SHARED_DATA, path="zsre/portability/zsre_inverse_relation.json", target="alt",
