@@ -74,7 +74,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            RUN_LEVEL),
 )}
 CORE = tuple(name for name, m in METRICS.items() if m.option is None)
-NAMED_LISTS = ("portability", "portability_em", "locality_lists")   # columns that also come per list: NAME[list]
+HEADLINE = ("reliability", "generalization", "locality")   # the papers' Rel / Gen / Loc
 
 
 def base_name(column: str) -> str:
@@ -84,7 +84,6 @@ def base_name(column: str) -> str:
 
 def is_metric(column: str) -> bool:
     return base_name(column) in METRICS
-HEADLINE = ("reliability", "generalization", "locality")   # the papers' Rel / Gen / Loc
 
 
 # -- optional metrics: option name -> function(model, tokenizer, records, *, max_length, batch_size, prompt_ends,
