@@ -24,7 +24,7 @@ from resume_support import OVERRIDES, RESULTS, SPEC
 
 RELIABILITY = ROOT / "docs" / "reliability.md"
 KILLS = 5
-TIMINGS = ("edit_seconds", "eval_seconds", "seconds_per_edit", "peak_rss_mb")
+TIMINGS = ("edit_seconds", "eval_seconds", "seconds_per_edit", "peak_rss_mb", "rss_mb")
 EDITOR_TIMINGS = ("timing", "seconds")   # the editors' own clocks in their reports (WISE, GRACE)
 def run_points(n_edits: int = SPEC["n_edits"], n_blocks: int = SPEC["n_blocks"], eval_at=SPEC["eval_at"]) -> list[list]:
     """Every point a run of SPEC passes, in order (one edit per turn, a checkpoint after every turn)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from pathlib import Path
 
 
@@ -37,3 +38,29 @@ def hardware(detailed: bool = False) -> str:
         memory = memory_gib()
         text += (f", {memory:.0f} GiB memory" if memory else "") + f"; torch {torch.__version__}"
     return text
+
+
+def memory_figures(device) -> str:
+    """Memory in use, at its peak and in all, on a GPU (torch's allocator), or the process's RSS on the CPU."""
+    import torch
+
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return (f"{device}: {torch.cuda.memory_allocated(device) / 2**30:.2f} GiB allocated, peak "
+                f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB, {free / 2**30:.2f} of "
+                f"{total / 2**30:.2f} GiB free")
+    return f"CPU: RSS {rss_mb()} MB, peak {peak_rss_mb()} MB"
+
+
+def peak_rss_mb() -> float:
+    # the kernel's high-water mark lags the current RSS by a few pages: the peak is at least what is resident now
+    return max(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), rss_mb() or 0.0)
+
+
+def rss_mb() -> float | None:
+    """The process's resident memory now (Linux /proc; None elsewhere): flat across checkpoints means no leak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * resource.getpagesize() / 2**20, 1)

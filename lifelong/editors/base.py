@@ -64,6 +64,9 @@ class EditContext:
 class Editor(ABC):
     name: ClassVar[str]
     hparams_class: ClassVar[type[EditorHparams]] = EditorHparams
+    # True where a turn that raises (even out of memory) leaves the model and the editor exactly as before it, so
+    # the runner can checkpoint the completed turns at once (UltraEdit, MEMIT, AlphaEdit roll back).
+    atomic_turns: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, tokenizer, hparams: EditorHparams, context: EditContext):
         fp = fingerprint(model)

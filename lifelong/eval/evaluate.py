@@ -43,7 +43,11 @@ class Predictions:
         return len(self.offsets) - 1
 
     def slice(self, start: int, stop: int) -> list[np.ndarray]:
-        return [self.flat[self.offsets[i] : self.offsets[i + 1]] for i in range(start, stop)]
+        return self.take(range(start, stop))
+
+    def take(self, index: Iterable[int]) -> list[np.ndarray]:
+        """The predictions of the pairs at `index`, in that order."""
+        return [self.flat[self.offsets[i] : self.offsets[i + 1]] for i in index]
 
 
 @dataclass
@@ -60,6 +64,13 @@ class Scores:
 
     def means(self) -> dict[str, float]:
         return {k: _nanmean(v) for k, v in self.columns().items()}
+
+    def take(self, index: np.ndarray) -> "Scores":
+        """The scores of the edits at `index` (positions in this evaluation), in that order."""
+        return Scores(self.reliability[index], self.generalization[index], self.locality[index],
+                      self.locality_agreement[index], Predictions.from_list(self.locality_predictions.take(index)),
+                      {k: v[index] for k, v in self.extra.items()},
+                      Predictions.from_list(self.lists_predictions.take(index)))
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every per-edit metric column, core first (names from the metric registry)."""

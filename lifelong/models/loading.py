@@ -46,15 +46,71 @@ def uses_chat_template(name: str, params: Mapping[str, Any]) -> bool:
     return value
 
 
-def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
-    """Load a causal LM and its tokenizer through the Auto classes (the hub path a GPU user takes too)."""
+def placement(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """params.yaml `models.NAME` placement keys, checked: `device_map` (null, or `auto`: Accelerate spreads a model
+    too large for one GPU over the machine's GPUs) and `cast_buffers` (false: load in `dtype`, which keeps float
+    buffers such as the rotary `inv_freq` in fp32; true: the UltraEdit authors' `model.bfloat16()` after loading,
+    which rounds them too, for bit-faithful bf16 comparisons)."""
+    entry = (params.get("models") or {}).get(name) or {}
+    device_map, cast = entry.get("device_map"), entry.get("cast_buffers", False)
+    if device_map not in (None, "auto"):
+        raise ConfigError(f"params.yaml models.{name}.device_map: expected null or auto, got {device_map!r}")
+    if not isinstance(cast, bool):
+        raise ConfigError(f"params.yaml models.{name}.cast_buffers: expected true or false, got {cast!r}")
+    return {"device_map": device_map, "cast_buffers": cast}
+
+
+def resolve_device(requested: str | None) -> str:
+    """`auto` (or None): the GPU when torch sees one, else the CPU. An explicit `cuda` / `cuda:K` that torch cannot
+    use is refused, never silently run on the CPU: a GPU profile's timings would otherwise mean nothing."""
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise LifelongError(f"device {requested!r}: expected auto, cpu, cuda or cuda:K") from None
+    if device.type == "cpu":
+        return "cpu"
+    if device.type != "cuda":
+        raise LifelongError(f"device {requested!r}: this suite runs on cpu or cuda (auto picks)")
+    if not torch.cuda.is_available():
+        raise LifelongError(f"device {requested!r} was asked for, but torch {torch.__version__} sees no GPU "
+                            f"(built for CUDA {torch.version.cuda or 'none: a CPU build'}); use device auto or cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise LifelongError(f"device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return str(device)
+
+
+def check_dtype(dtype: str, device: str, where: str) -> None:
+    """Refuse, before anything loads, a dtype the device cannot compute in: float16 on the CPU (many CPU kernels
+    lack it; bfloat16 or float32 instead) and bfloat16 on a GPU without it (compute capability below 8.0)."""
+    kind = torch.device(device).type
+    if dtype == "float16" and kind == "cpu":
+        raise ConfigError(f"{where}: float16 is not supported on the CPU (use float32 or bfloat16 there, "
+                          "or run on a GPU)")
+    if dtype == "bfloat16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"{where}: {torch.cuda.get_device_name(torch.device(device))} has no bfloat16 support "
+                          "(compute capability < 8.0); use float16 or float32")
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a batch goes: the input embeddings' device (the first shard of a `device_map: auto` model)."""
+    return model.get_input_embeddings().weight.device
+
+
+def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu", device_map: str | None = None,
+               cast_buffers: bool = False):
+    """Load a causal LM and its tokenizer through the Auto classes (the hub path a GPU user takes too).
+    `device_map` and `cast_buffers`: see `placement`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars are noise in logs and notebooks
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=DTYPES[dtype])
+        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=DTYPES[dtype],
+                                                     **({"device_map": device_map} if device_map else {}))
     except OSError as exc:
         raise LifelongError(f"could not load model {path_or_id!r}: {str(exc).splitlines()[0]}. "
                             "Testbed models are built by `dvc repro pretrain`; hub models need network access.") from None
@@ -70,7 +126,11 @@ def load_model(path_or_id: str, *, dtype: str = "float32", device: str = "cpu"):
             raise LifelongError(f"model {path_or_id!r}: its tokenizer has neither a pad nor an end-of-sequence token; "
                                 "set one in its tokenizer_config.json (the suite never adds tokens to a vocabulary)")
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device).eval()
+    if cast_buffers:   # every floating tensor, buffers included (the reference's model.bfloat16())
+        model.to(DTYPES[dtype])
+    if not device_map:  # a device-mapped model is already placed, shard by shard
+        model.to(device)
+    model.eval()
     model.requires_grad_(False)  # editors switch on exactly what they train
     return model, tokenizer
 

@@ -171,11 +171,18 @@ def plot_scaling(curves: pd.DataFrame, path: str | Path, title: str = "Scaling")
     import seaborn as sns
 
     metrics = [m for m in (*METRICS, "locality_agreement") if m in curves and m != "locality"]
-    long = curves.assign(editor=curves.get("editor", "stream")).melt(
-        id_vars=["n_edits", "editor"], value_vars=metrics, var_name="metric", value_name="value")
+    curves = curves.assign(editor=curves.get("editor", "stream"))
+    line, exact = _estimator_and_exact(curves)
+    long = line.melt(id_vars=["n_edits", "editor"], value_vars=metrics, var_name="metric", value_name="value")
     sns.set_theme(style="whitegrid", context="notebook")
     grid = sns.relplot(data=long, x="n_edits", y="value", hue="editor", style="editor", col="metric", kind="line",
                        markers=True, dashes=False, height=3.0, aspect=1.1, facet_kws={"sharey": True})
+    for metric, ax in grid.axes_dict.items():   # a sampled stream's exact all-edits score at its last checkpoint
+        if len(exact):
+            ax.scatter(exact.n_edits, exact[metric], marker="*", s=140, color="black", zorder=5,
+                       label="every edit scored")
+    if len(exact):
+        grid.axes.flat[0].legend(loc="lower left", fontsize="small")
     grid.set(xscale="log", ylim=(-0.03, 1.03))
     grid.set_axis_labels("edits made so far (log scale)", "token accuracy (all edits so far)")
     grid.set_titles("{col_name}")
@@ -183,6 +190,42 @@ def plot_scaling(curves: pd.DataFrame, path: str | Path, title: str = "Scaling")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     grid.savefig(path, dpi=110, bbox_inches="tight")
     return grid
+
+
+def _estimator_and_exact(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A curve scored on a sample past some size (runner.eval_sample_indices) has two rows at its last checkpoint:
+    the sample's (the line's estimator) and every edit's (drawn apart, as a star)."""
+    if "scored" not in curves:
+        return curves, curves.iloc[:0]
+    keys = ["editor", "n_edits"]
+    sampled = curves[curves.scored == "sample"].set_index(keys).index
+    exact = curves.set_index(keys).index.isin(sampled) & (curves.scored == "all").to_numpy()
+    return curves[~exact], curves[exact]
+
+
+def plot_stream_cost(curve: pd.DataFrame, path: str | Path, title: str = "Cost along the stream"):
+    """Two panels against the edits made: cumulative edit and evaluation seconds, and the process's memory (current
+    and peak RSS) at each evaluation checkpoint. Flat memory is what a stream of any length needs."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    points = _estimator_and_exact(curve.assign(editor="stream"))[0]
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for column, label in (("edit_seconds", "editing"), ("eval_seconds", "evaluation")):
+        if column in points:
+            time_ax.plot(points.n_edits, points[column] / 60, marker="o", label=label)
+    time_ax.set(xscale="log", xlabel="edits made so far (log scale)", ylabel="minutes (cumulative)")
+    time_ax.legend()
+    for column, label in (("rss_mb", "RSS now"), ("peak_rss_mb", "peak RSS")):
+        if column in points:
+            memory_ax.plot(points.n_edits, points[column] / 1024, marker="o", label=label)
+    memory_ax.set(xscale="log", xlabel="edits made so far (log scale)", ylabel="GiB", ylim=(0, None))
+    memory_ax.legend()
+    fig.suptitle(title)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
 
 
 def dvc_plots_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -5,7 +5,9 @@ Each block starts from the unedited model (`editor.reset()`), is edited in turns
 `hparams.turn_size`, finalised, and evaluated on all of its edits (the WISE paper's "evaluate after
 the T-th edit, then roll back"; with n_blocks = 1 it is UltraEdit's single lifelong stream).
 `eval_at` adds evaluation checkpoints inside a block, at turn boundaries: at each count, every edit
-made so far is scored, which gives a whole scaling curve from one run.
+made so far is scored, which gives a whole scaling curve from one run. With `eval_sample` S, a checkpoint
+past S edits scores a seeded sample of S of them instead (`eval_sample_indices`), and the final evaluation
+scores every edit and also reports the sample's means, so the curve is one estimator end to end.
 
 The run is four steps, each a function: `setup` (load, validate, resume), `edit_block` (the turns
 of one block), `evaluate` (score the edits made so far) and `finish` (write the results).
@@ -14,14 +16,14 @@ Outputs in `out_dir` (all written atomically):
   summary.json   headline metrics, pre-edit metrics, timings, peak memory, metric definitions, the held-out
                  set (eval/retention.py) and the named lists scored (data/named_lists.py)
   per_edit.csv   one row per edit
-  curve.csv      one row per evaluation checkpoint (when eval_at is given)
+  curve.csv      one row per evaluation checkpoint (when eval_at is given): means, how many edits were scored
+                 (`scored`: all or sample), cumulative edit/eval seconds, current and peak RSS
   checkpoint.pt  every `checkpoint_every` turns; `resume=True` continues from it (tensors + JSON)
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import resource
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -36,15 +38,17 @@ from tqdm import tqdm
 from ..core import io
 from ..core.config import load_params
 from ..core.errors import ConfigError, LifelongError
+from ..core.machine import memory_figures, peak_rss_mb, rss_mb
 from ..core.paths import ARTIFACTS, PARAMS
 from ..data import dataset_metrics, load_dataset, locality_pool
 from ..data.named_lists import list_report
 from ..editors import EditContext, Editor, EditorHparams, build_hparams, check_editor_sections, editor_class
 from ..eval import registry, retention
-from ..eval.evaluate import Predictions, Scores, chunked, score_stream
-from ..models.loading import context_length, fingerprint, load_model, resolve_model, uses_chat_template
+from ..eval.evaluate import Predictions, Scores, score_stream
+from ..models.loading import (check_dtype, context_length, fingerprint, input_device, load_model, placement,
+                              resolve_device, resolve_model, uses_chat_template)
 from ..models.modules import family_of
-from . import checkpoint
+from . import checkpoint, prompt_lengths
 from .checkpoint import RunState
 
 # Called after each checkpoint is written, with (block, turns done in the block). Tests inject one that
@@ -67,11 +71,12 @@ class RunSpec:
     seed: int = 0
     params_path: Path = PARAMS
     eval_batch_size: int = 256
-    device: str = "auto"
+    device: str | None = None          # auto, cpu, cuda, cuda:K; None: params.yaml runtime.device (default auto)
     progress: bool = True
     save_model: Path | None = None     # save the edited model of the last block here (editors/artifact.py)
     variant: str | None = None         # a named variant of the editor (pipeline/cell.py), e.g. MEMIT's "mass"
     threads: int | None = None         # torch CPU threads; None: params.yaml runtime.threads; 0: torch's default
+    eval_sample: int = 0               # score a seeded sample of this many past edits at eval_at checkpoints; 0: all
 
     @property
     def label(self) -> str:
@@ -82,7 +87,7 @@ class RunSpec:
         """What a checkpoint must match to be resumed."""
         return {"model": self.model, "dataset": self.dataset, "editor": self.label, "n_edits": self.n_edits,
                 "n_blocks": self.n_blocks, "eval_at": list(self.eval_at), "seed": self.seed,
-                "overrides": dict(sorted(self.overrides.items()))}
+                "overrides": dict(sorted(self.overrides.items())), "eval_sample": self.eval_sample}
 
 
 @dataclass
@@ -156,6 +161,8 @@ def setup(spec: RunSpec) -> Run:
     bad_eval = [k for k in spec.eval_at if not 1 <= k <= spec.n_edits]
     if bad_eval:
         raise LifelongError(f"--eval-at values must lie in 1..{spec.n_edits}; got {bad_eval}")
+    if not isinstance(spec.eval_sample, int) or spec.eval_sample < 0:
+        raise LifelongError(f"--eval-sample must be an integer >= 0 (0: score every edit), got {spec.eval_sample!r}")
 
     threads = spec.threads if spec.threads is not None else (params.get("runtime") or {}).get("threads", 0)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
@@ -167,9 +174,10 @@ def setup(spec: RunSpec) -> Run:
     if not isinstance(deterministic, bool):
         raise ConfigError(f"params.yaml runtime.deterministic: expected true or false, got {deterministic!r}")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
+    device = resolve_device(spec.device if spec.device is not None else (params.get("runtime") or {}).get("device"))
     path, dtype = resolve_model(spec.model, params)
-    model, tokenizer = load_model(path, dtype=dtype, device=device)
+    check_dtype(dtype, device, where=f"params.yaml models.{spec.model}.dtype ({dtype}) on {device}")
+    model, tokenizer = load_model(path, dtype=dtype, device=device, **placement(spec.model, params))
     family = family_of(model)
     hparams = build_hparams(spec.editor, params, family.name, spec.overrides, model=spec.model,
                             overrides_from=f"params.yaml editors.{spec.editor}.variants.{spec.variant}"
@@ -179,7 +187,7 @@ def setup(spec: RunSpec) -> Run:
         raise LifelongError(f"--eval-at values must be multiples of the editor's turn_size ({hparams.turn_size}); "
                             f"got {off_turn}")
     checkpoint.seed_everything(spec.seed)
-    context = EditContext(family=family, device=torch.device(device), seed=spec.seed,
+    context = EditContext(family=family, device=input_device(model), seed=spec.seed,
                           locality_pool=locality_pool(spec.dataset, params, source),
                           model_fingerprint=fingerprint(model), stats_dir=ARTIFACTS / "stats" / spec.model)
     editor = editor_class(spec.editor)(model, tokenizer, hparams, context)
@@ -194,7 +202,8 @@ def setup(spec: RunSpec) -> Run:
     elif spec.resume:
         print(f"note: no checkpoint at {r.checkpoint_path}; starting from the beginning")
     if r.max_length:  # every edit must fit the model (checked again on resume: it counts what evaluation cuts)
-        r.prompt_lengths |= _check_context(source.records(0, needed), tokenizer, r.max_length, spec)
+        r.prompt_lengths |= prompt_lengths.check_context(source.records(0, needed), tokenizer, r.max_length,
+                                                          dataset=spec.dataset, model=spec.model)
     return r
 
 
@@ -210,10 +219,8 @@ def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = Non
         t0 = time.perf_counter()
         try:
             stats = r.editor.edit_turn(list(islice(stream, turn_size)))
-        except LifelongError as exc:   # the editor left the model as it was before the turn
-            raise LifelongError(f"{spec.editor}, block {block}, turn {turn + 1} of {r.turns_per_block}: {exc}"
-                                + (f" (the last checkpoint, {r.checkpoint_path}, holds the turns before it)"
-                                   if r.checkpoint_path.exists() else "")) from None
+        except (LifelongError, torch.OutOfMemoryError) as exc:
+            raise _turn_failed(r, block, turn, exc) from None
         state.edit_seconds += time.perf_counter() - t0
         state.turn = turn + 1
         done = min(state.turn * turn_size, spec.n_edits)
@@ -221,8 +228,9 @@ def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = Non
         if stats:
             bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if isinstance(v, (int, float))}, refresh=False)
         if done in spec.eval_at and done < spec.n_edits:
-            state.curve.append(evaluate(r, first, done).means()
-                               | {"block": block, "n_edits": done, "edit_seconds": state.edit_seconds})
+            sample = eval_sample_indices(spec, done)
+            state.curve.append(_curve_point(r, evaluate(r, first, done, sample).means(), block, done, sample))
+            bar.write(_describe(state.curve[-1]))
         if spec.checkpoint_every and state.turn % spec.checkpoint_every == 0 and state.turn < r.turns_per_block:
             checkpoint.save(r.checkpoint_path, r.identity(), r.editor, state)
             if on_checkpoint is not None:
@@ -232,31 +240,83 @@ def edit_block(r: Run, block: int, bar, on_checkpoint: OnCheckpoint | None = Non
     state.edit_seconds += time.perf_counter() - t0
     scores = evaluate(r, first, spec.n_edits)
     if spec.eval_at:
-        state.curve.append(scores.means() | {"block": block, "n_edits": spec.n_edits,
-                                             "edit_seconds": state.edit_seconds})
+        sample = eval_sample_indices(spec, spec.n_edits)
+        if sample is not None:   # the sample's row (the curve's estimator), read off the exact scores: no rescoring
+            state.curve.append(_curve_point(r, scores.take(sample).means(), block, spec.n_edits, sample))
+        state.curve.append(_curve_point(r, scores.means(), block, spec.n_edits, None))
+        bar.write(_describe(state.curve[-1]))
     state.rows.append(_rows(r, first, block, scores))
     state.block, state.turn = block + 1, 0
     if spec.checkpoint_every and block + 1 < spec.n_blocks:
         checkpoint.save(r.checkpoint_path, r.identity(), r.editor, state)
 
 
-def evaluate(r: Run, first: int, count: int) -> Scores:
-    """Score the first `count` edits of the block that starts at record `first`."""
+def _turn_failed(r: Run, block: int, turn: int, exc: BaseException) -> LifelongError:
+    """The error of a failed turn, naming it. Out of memory also gives the memory figures and, for an editor whose
+    failed turn leaves no trace (`Editor.atomic_turns`), writes a checkpoint of every completed turn first; other
+    editors keep their last periodic checkpoint (`checkpoint_every: 1` loses nothing)."""
+    what = f"{r.spec.editor}, block {block}, turn {turn + 1} of {r.turns_per_block}"
+    kept = f" (the last checkpoint, {r.checkpoint_path}, holds the turns before it)" if r.checkpoint_path.exists() else ""
+    if not isinstance(exc, torch.OutOfMemoryError):   # LifelongError: the editor left the model as before the turn
+        return LifelongError(f"{what}: {exc}{kept}")
+    if r.editor.atomic_turns:
+        checkpoint.save(r.checkpoint_path, r.identity(), r.editor, r.state)   # state.turn: the turns completed
+        kept = f"; {r.checkpoint_path} holds the {turn} completed turn(s) of this block (--resume continues)"
+    return LifelongError(f"{what}: out of memory ({memory_figures(r.editor.context.device)}). Lower the editor's "
+                         f"turn_size or batch_size, or use a larger device{kept}")
+
+
+def evaluate(r: Run, first: int, count: int, sample: np.ndarray | None = None) -> Scores:
+    """Score the first `count` edits of the block that starts at record `first` (only those at the offsets
+    `sample`, when given)."""
     t0 = time.perf_counter()
     pre = r.state.pre
-    scores = score_stream(r.model, r.tokenizer, r.source.records(first, first + count),
+    index = np.arange(first, first + count) if sample is None else first + sample
+    records = r.source.records(first, first + count) if sample is None else _records_at(r.source, index)
+    scores = score_stream(r.model, r.tokenizer, records,
                           batch_size=r.spec.eval_batch_size,
-                          reference=Predictions.from_list(pre.locality_predictions.slice(first, first + count)),
-                          lists_reference=Predictions.from_list(pre.lists_predictions.slice(first, first + count)),
+                          reference=Predictions.from_list(pre.locality_predictions.take(index)),
+                          lists_reference=Predictions.from_list(pre.lists_predictions.take(index)),
                           extras=r.options, max_length=r.max_length, prompt_ends=r.editor.set_prompt_ends,
                           chat_template=r.chat_template)
     if r.state.heldout is not None:   # the model-level metrics, one value for the block, repeated on its edits
         held = retention.HeldoutSet(**r.state.heldout)
         values = retention.measure(held, r.model, r.tokenizer, r.heldout, max_length=r.max_length,
                                    prompt_ends=r.editor.set_prompt_ends, pre=held.pre)
-        scores.extra |= {k: np.full(count, np.nan if v is None else v) for k, v in values.items()}
+        scores.extra |= {k: np.full(len(index), np.nan if v is None else v) for k, v in values.items()}
     r.state.eval_seconds += time.perf_counter() - t0
     return scores
+
+
+def eval_sample_indices(spec: RunSpec, count: int) -> np.ndarray | None:
+    """Which of the first `count` edits of a block an evaluation checkpoint scores: None (all of them) up to
+    `spec.eval_sample` edits, else that many, drawn from one seeded permutation of the block (its first members
+    below `count`, in stream order). So the sample is fixed by the seed, and an edit sampled at a later
+    checkpoint was sampled at every earlier one it had been made by."""
+    if not spec.eval_sample or count <= spec.eval_sample:
+        return None
+    order = np.random.default_rng([spec.seed, 0x5A3D]).permutation(spec.n_edits)   # own stream: run RNGs untouched
+    return np.sort(order[order < count][: spec.eval_sample])
+
+
+def _curve_point(r: Run, means: dict[str, float], block: int, done: int, sample: np.ndarray | None) -> dict[str, Any]:
+    return means | {"block": block, "n_edits": done, "scored": "all" if sample is None else "sample",
+                    "n_scored": done if sample is None else len(sample),
+                    "edit_seconds": r.state.edit_seconds, "eval_seconds": r.state.eval_seconds,
+                    "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
+
+
+def _describe(point: dict[str, Any]) -> str:
+    """One line per evaluation checkpoint, so that a long stream shows where it stands (also with progress off)."""
+    scores = " ".join(f"{k}={point[k]:.3f}" for k in ("reliability", "generalization", "locality_agreement"))
+    return (f"{point['n_edits']:,} edits ({point['n_scored']:,} scored, {point['scored']}): {scores}; "
+            f"edit {point['edit_seconds']:.0f} s, eval {point['eval_seconds']:.0f} s, RSS {point['rss_mb']} MB "
+            f"(peak {point['peak_rss_mb']})")
+
+
+def _records_at(source, index: np.ndarray):
+    for i in index:
+        yield from source.records(int(i), int(i) + 1)
 
 
 def finish(r: Run) -> dict[str, Any]:
@@ -290,15 +350,6 @@ def _rows(r: Run, first: int, block: int, scores: Scores) -> pd.DataFrame:
     return pd.DataFrame({"block": block, "index": np.arange(first, first + n), "uid": uids, **ordered})
 
 
-def _prompt_lengths(r: Run) -> dict[str, Any]:
-    """The long-prompt policy and what it did in this run: evaluation inputs cut to the context, and the
-    loader's count of prompts over `max_prompt_chars` (kept or skipped)."""
-    report = getattr(r.source, "report", None) or {}
-    return {"policy": PROMPT_POLICY, "context_tokens": None, "eval_inputs_cut": 0, **r.prompt_lengths,
-            "max_prompt_chars": report.get("max_prompt_chars"), "over_max_prompt_chars": report.get("long_prompts", 0),
-            "long_prompts": getattr(getattr(r.source, "opts", None), "long_prompts", "keep")}
-
-
 def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
     spec, state = r.spec, r.state
     metrics = [c for c in per_edit.columns if registry.is_metric(c)]
@@ -313,18 +364,26 @@ def _summary(r: Run, per_edit: pd.DataFrame) -> dict[str, Any]:
         "n_edits": spec.n_edits, "n_blocks": spec.n_blocks, "seed": spec.seed, **values,
         "edit_seconds": round(state.edit_seconds, 3), "eval_seconds": round(state.eval_seconds, 3),
         "seconds_per_edit": round(state.edit_seconds / (spec.n_edits * spec.n_blocks), 5),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
         "generation_prompts": "chat_template" if r.chat_template else "raw",
-        "prompt_lengths": _prompt_lengths(r),
+        "prompt_lengths": prompt_lengths.report(r.source, r.prompt_lengths),
         "heldout": _heldout(r),
         "named_lists": list_report(r.source.records(0, spec.n_edits * spec.n_blocks)),
+        **({"eval_sample": _sample_report(spec)} if spec.eval_sample else {}),
         "hparams": dataclasses.asdict(r.hparams),
         "editor_report": r.editor.report(),
         "metric_definitions": registry.definitions(metrics),
         "protocol": f"{spec.n_blocks} block(s) of {spec.n_edits} edits; each block starts from the unedited "
                     "model and is evaluated after its last edit",
     }
+
+
+def _sample_report(spec: RunSpec) -> dict[str, Any]:
+    return {"size": spec.eval_sample, "seed": spec.seed,
+            "rule": "a checkpoint past `size` edits scores `size` of them: the first members below it of one "
+                    "seeded permutation of the block (runner.eval_sample_indices); the final checkpoint scores "
+                    "every edit (curve row scored=all, per_edit.csv, these headline metrics) and the sample"}
 
 
 def _heldout(r: Run) -> dict[str, Any] | None:
@@ -334,42 +393,3 @@ def _heldout(r: Run) -> dict[str, Any] | None:
     held = retention.HeldoutSet(**r.state.heldout)
     return held.describe() | {"pre": held.pre, "max_tokens": r.heldout.max_tokens if r.heldout else None,
                               "policy": "each held-out text is cut to its first max_tokens tokens"}
-
-
-PROMPT_POLICY = ("an edit (prompt + target) longer than the model's context is refused before any edit; an "
-                 "evaluation input (rephrase or locality prompt + answer) longer than it is cut from the left, "
-                 "keeping the answer; prompts over the dataset's max_prompt_chars are counted and kept, or "
-                 "skipped with long_prompts: skip")
-
-
-def _check_context(records, tokenizer, max_length: int, spec: RunSpec, chunk: int = 4096) -> dict[str, int]:
-    """Editors train on prompt + target in full, so an edit longer than the model's context is refused
-    up front, naming the records. Evaluation instead cuts long inputs from the left, keeping the answer:
-    returns how many of the inputs evaluation scores (the first rephrase, the locality probe) it cuts
-    (PROMPT_POLICY; the summary's `prompt_lengths`)."""
-    too_long, offset, cut = [], 0, 0
-    for block in chunked(records, chunk):
-        prompts = tokenizer([r.prompt for r in block])["input_ids"]
-        answers = tokenizer([" " + r.target for r in block], add_special_tokens=False)["input_ids"]
-        for i, (p, a) in enumerate(zip(prompts, answers)):
-            if len(p) + len(a) - 1 > max_length:
-                too_long.append((offset + i, block[i].uid, len(p) + len(a) - 1))
-        offset += len(block)
-        cut += _over_context(tokenizer, [(r.rephrase, r.target) for r in block if r.rephrase], max_length)
-        cut += _over_context(tokenizer, [(r.locality_prompt, r.locality_answer) for r in block if r.locality_prompt],
-                             max_length)
-    if too_long:
-        examples = ", ".join(f"record {i} (uid {u}): {n} tokens" for i, u, n in too_long[:3])
-        raise LifelongError(
-            f"dataset {spec.dataset!r}: {len(too_long)} edit(s) have prompt + target longer than the context of "
-            f"model {spec.model!r} ({max_length} tokens), e.g. {examples}. Skip them with "
-            f"datasets.{spec.dataset}.max_prompt_chars and long_prompts: skip, or use a model with a longer context.")
-    return {"context_tokens": max_length, "eval_inputs_cut": cut}
-
-
-def _over_context(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> int:
-    if not pairs:
-        return 0
-    prompts = tokenizer([p for p, _ in pairs])["input_ids"]
-    answers = tokenizer([" " + a for _, a in pairs], add_special_tokens=False)["input_ids"]
-    return sum(len(p) + len(a) - 1 > max_length for p, a in zip(prompts, answers))

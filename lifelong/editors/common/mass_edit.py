@@ -115,6 +115,7 @@ class MassEditor(WeightEditor):
     """MEMIT's turn with `solve` left to the subclass (module docstring)."""
 
     hparams_class: ClassVar[type[EditorHparams]] = MassEditHparams
+    atomic_turns = True   # a failed turn restores every layer it wrote
 
     def __init__(self, model, tokenizer, hparams: MassEditHparams, context):
         super().__init__(model, tokenizer, hparams, context)

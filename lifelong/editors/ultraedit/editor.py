@@ -158,6 +158,7 @@ def ridge_solve(keys: torch.Tensor, values: torch.Tensor, ridge: float = 1.0,
 class UltraEditor(WeightEditor):
     name = "ultraedit"
     hparams_class = UltraEditHparams
+    atomic_turns = True   # a failed turn restores the statistics and writes no weight
 
     def __init__(self, model, tokenizer, hparams: UltraEditHparams, context):
         super().__init__(model, tokenizer, hparams, context)
@@ -186,7 +187,8 @@ class UltraEditor(WeightEditor):
                 losses.append(loss)
                 for path in self.paths:
                     k, g = captured[path]
-                    self.stats_for(path).update(k, g)
+                    stats = self.stats_for(path)
+                    stats.update(k.to(stats.mean.device), g.to(stats.mean.device))
                     keys[path].append(k)
                     grads[path].append(g)
             captured_s = time.perf_counter() - start
@@ -261,7 +263,9 @@ class UltraEditor(WeightEditor):
     def shift(self, path: str, keys: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Δ [d_in, d_out] for one module from its (raw, fp32) keys and gradients, with the current statistics."""
         hp: UltraEditHparams = self.hparams
-        values = pseudo_values(self.stats_for(path), keys, grads, hp.lr, hp.row_chunk)
+        stats = self.stats_for(path)   # shared by every module of this shape: on a sharded model, maybe another GPU
+        keys, grads = keys.to(stats.mean.device), grads.to(stats.mean.device)
+        values = pseudo_values(stats, keys, grads, hp.lr, hp.row_chunk)
         return ridge_solve(keys.float(), values, hp.ridge, hp.solve)
 
     @torch.no_grad()
