@@ -68,7 +68,7 @@ def main(args: dict) -> None:
             point("results", name, 0)
 
     wrap(runner, "edit_block", entering_block)
-    wrap(runner, "evaluate", lambda r, first, count: point("eval", first // r.spec.n_edits, count))
+    wrap(runner, "evaluate", lambda r, first, count, *_: point("eval", first // r.spec.n_edits, count))
     wrap(editor_class(args["editor"]), "edit_turn", lambda *_: point("edit", here["block"], here["run"].state.turn))
     wrap(checkpoint, "save", saving_checkpoint)
     wrap(os, "replace", replacing)

@@ -134,7 +134,7 @@ def test_one_turn_raises_reliability(family, tiny_models, world, stats):
                if len(tok(" " + r.target, add_special_tokens=False)["input_ids"]) == 1][:4]
     pairs = [(r.prompt, r.target) for r in records]
     before = score_pairs(model, tok, pairs).accuracy.mean()
-    ed = make(model, tok, stats(family), turn_size=4, v_num_grad_steps=20)
+    ed = make(model, tok, stats(family), turn_size=4, v_num_grad_steps=40)
     ed.edit_turn(records)
     assert score_pairs(model, tok, pairs).accuracy.mean() > before
     report = ed.report()
