@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("no_data_env", "cache")
 
 def test_all_loaders_registered():
     for name in ("zsre_mend", "zsre_ultraedit", "counterfact", "counterfact_rome", "ultraeditbench",
-                 "wikibigedit", "fever", "wise_hallucination", "wise_temporal", "knowedit"):
+                 "wikibigedit", "fever", "wise_hallucination", "wise_temporal", "knowedit", "concat"):
         assert name in LOADERS
 
 
@@ -321,6 +321,53 @@ REAL = [
     ("wise_temporal", "wise_temporal/temporal-edit.json", 75, {}),
     ("wise_temporal", "wise_temporal/temporal-train.json", 75, {}),
 ]
+
+
+def test_concat_joins_ranges_of_parts_in_order():
+    flat = {"loader": "counterfact", "path": "counterfact_flat.json"}
+    alone = list(load("counterfact", path="counterfact_flat.json").records())
+    src = load("concat", parts=[dict(flat, start=1, stop=3), dict(flat, start=2),
+                                {"loader": "zsre_mend", "path": "zsre_mend.json", "target": "alt",
+                                 "loc_question_mark": False, "stop": 1}])
+    assert len(src) == 2 + 2 + 1
+    records = list(src.records())
+    assert [r.prompt for r in records[:4]] == [r.prompt for r in alone[1:3] + alone[2:4]]
+    assert records[4].prompt == "When was Harbour Lantern Society founded?"
+    assert [r.uid for r in records[:3]] == [f"p0:{alone[1].uid}", f"p0:{alone[2].uid}", f"p1:{alone[2].uid}"]
+    # random access across a part boundary equals the slice of a full read
+    assert [r.uid for r in src.records(1, 5)] == [r.uid for r in records[1:5]]
+    assert [p["records"] for p in src.report["parts"]] == [2, 2, 1]
+    with pytest.raises(DataError, match="stream has 5"):
+        list(src.records(3, 6))
+
+
+@pytest.mark.parametrize("options, problem", [
+    ({}, r"parts: expected a non-empty list"),
+    ({"parts": []}, r"parts: expected a non-empty list"),
+    ({"parts": [{"loader": "counterfact", "path": "counterfact_flat.json"}], "shuffle": True}, "unknown key"),
+    ({"parts": [{"loader": "counterfact", "path": "counterfact_flat.json", "start": 3, "stop": 3}]},
+     r"parts\[0\]: records 3..3 are not a non-empty range of the part's 4"),
+    ({"parts": [{"loader": "counterfact", "path": "counterfact_flat.json", "stop": 9}]}, r"4 usable records"),
+    ({"parts": [{"loader": "counterfact", "path": "counterfact_flat.json", "start": -1}]}, r"parts\[0\].start"),
+    ({"parts": [{"loader": "counterfact", "path": "counterfact_flat.json", "tagret": 1}]}, r"parts\[0\]: unknown key"),
+    ({"parts": [{"loader": "concat", "parts": []}]}, "cannot itself be a concat"),
+])
+def test_concat_bad_entries_name_the_part(options, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load("concat", **options)
+
+
+def test_the_stream_never_edits_the_heldout_records():
+    """params.yaml's counterfact_stream skips the train records that `heldout` measures retention with."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    held = params["heldout"]
+    reserved = {held["texts"]["path"]: held["n_texts"], held["facts"]["path"]: held["facts_start"] + held["fact_candidates"]}
+    parts = params["datasets"]["counterfact_stream"]["parts"]
+    assert any(part["path"] in reserved for part in parts)
+    for part in parts:
+        assert part.get("start", 0) >= reserved.get(part["path"], 0), part
 
 
 def _real(path: str) -> Path:

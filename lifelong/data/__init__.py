@@ -25,6 +25,7 @@ LOADERS: dict[str, str] = {  # name -> "module:function"
     "knowedit": "lifelong.data.knowedit:load",
     "wise_hallucination": "lifelong.data.wise_sets:load_hallucination",
     "wise_temporal": "lifelong.data.wise_sets:load_temporal",
+    "concat": "lifelong.data.concat:load",
 }
 
 # keys of a dataset entry that are not loader options: the pool of irrelevant text, a description, the
@@ -41,6 +42,11 @@ def load_dataset(name: str, params: Mapping[str, Any]) -> EditSource:
 
 def load_entry(name: str, entry: Mapping[str, Any] | None, params: Mapping[str, Any], *, where: str) -> EditSource:
     """A source from one dataset entry (`{loader: ..., options...}`)."""
+    return load_entry_at(name, entry, resolve_data_dir(params.get("data_dir")), where=where)
+
+
+def load_entry_at(name: str, entry: Mapping[str, Any] | None, data_dir, *, where: str) -> EditSource:
+    """`load_entry` with the data directory already resolved (a concat entry loads its parts this way)."""
     entry = dict(entry or {})
     loader = entry.get("loader")
     if loader not in LOADERS:
@@ -48,7 +54,7 @@ def load_entry(name: str, entry: Mapping[str, Any] | None, params: Mapping[str, 
     options = {k: v for k, v in entry.items() if k not in _ENTRY_KEYS}
     module, _, function = LOADERS[loader].partition(":")
     load = getattr(importlib.import_module(module), function)
-    return load(name, options, data_dir=resolve_data_dir(params.get("data_dir")), where=where)
+    return load(name, options, data_dir=data_dir, where=where)
 
 
 def dataset_metrics(name: str, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -78,4 +84,5 @@ def locality_pool(name: str, params: Mapping[str, Any], source: EditSource | Non
     return list(own()) if callable(own) else []
 
 
-__all__ = ["EditSource", "ListSource", "LOADERS", "dataset_metrics", "load_dataset", "load_entry", "locality_pool"]
+__all__ = ["EditSource", "ListSource", "LOADERS", "dataset_metrics", "load_dataset", "load_entry", "load_entry_at",
+           "locality_pool"]

@@ -61,6 +61,9 @@ ROUTES: dict[str, Route] = {
     "grid_real_baselines": Route("extended/dvc.yaml:edit_real_baselines",
                                  "reports/notebooks/extended/real_baselines-{cell}.ipynb",
                                  "reports/extended/grid_real_baselines/{cell}"),
+    "grid_real_hallucination": Route("extended/dvc.yaml:edit_real_hallucination",
+                                     "reports/notebooks/extended/real_hallucination-{cell}.ipynb",
+                                     "reports/extended/grid_real_hallucination/{cell}"),
 }
 
 # What the Makefile exports for every run (tests/test_cells.py checks that these are all of them); PATH comes first.
