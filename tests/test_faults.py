@@ -137,7 +137,7 @@ FAULTS = [
     Fault("model with neither path nor hub", "params.yaml models.empty: needs `path` (a local model) or `hub` (a hub id)", ("--model", "empty"), params=_set("models.empty", {})),
     Fault("model path that does not exist", "model 'gone' is not built yet: /nonexistent/model has no config.json. Build it with `dvc repro pretrain@gone`", ("--model", "gone"),
           params=_set("models.gone", {"path": "/nonexistent/model"})),
-    Fault("unknown loader", "params.yaml datasets.odd.loader: 'csvish' is not a known loader; known loaders: counterfact,", ("--dataset", "odd"), params=_set("datasets.odd", {"loader": "csvish"})),
+    Fault("unknown loader", "params.yaml datasets.odd.loader: 'csvish' is not a known loader; known loaders: concat, counterfact,", ("--dataset", "odd"), params=_set("datasets.odd", {"loader": "csvish"})),
     Fault("unknown dataset option", "params.yaml datasets.bad: unknown key(s) ['colour']; valid keys: [", ("--dataset", "bad"),
           params=_data(_rows(ZSRE_ROW, ZSRE_ROW), colour="red")),
     Fault("runtime.threads not a number", "params.yaml runtime.threads: expected an integer >= 0 (0: torch's default, one per core), got 'many'", params=_set("runtime.threads", "many")),
